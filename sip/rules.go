@@ -1,0 +1,169 @@
+package sip
+
+import (
+	"bytes"
+	"net/netip"
+	"regexp"
+	"strings"
+)
+
+// uaMatcher finds a configured scanner signature in a lower-cased buffer.
+type uaMatcher struct {
+	pats [][]byte // lower-cased
+}
+
+func newUAMatcher(list []string) *uaMatcher {
+	m := &uaMatcher{}
+	for _, s := range list {
+		s = strings.ToLower(strings.TrimSpace(s))
+		if s != "" {
+			m.pats = append(m.pats, []byte(s))
+		}
+	}
+	return m
+}
+
+// match returns the first signature found in hay (already lower-cased).
+func (m *uaMatcher) match(hay []byte) []byte {
+	for _, p := range m.pats {
+		if bytes.Contains(hay, p) {
+			return p
+		}
+	}
+	return nil
+}
+
+// appendLower appends the ASCII lower-case of b to dst, up to limit bytes in
+// total.
+func appendLower(dst, b []byte, limit int) []byte {
+	for _, c := range b {
+		if len(dst) >= limit {
+			break
+		}
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}
+
+// scannerHay builds "ua\x00display\x00sip:user@host..." for uaMatcher.
+func scannerHay(dst []byte, m *msgInfo) []byte {
+	const limit = 1024
+	dst = appendLower(dst, m.ua, limit)
+	dst = append(dst, 0)
+	dst = appendLower(dst, m.fromDisp, limit)
+	dst = append(dst, 0)
+	dst = appendLower(dst, m.toDisp, limit)
+	for _, u := range [...][2][]byte{{m.fromUser, m.fromHost}, {m.toUser, m.toHost}, {m.ctUser, m.ctHost}} {
+		if len(dst)+8 >= limit {
+			break
+		}
+		dst = append(dst, 0, 's', 'i', 'p', ':')
+		dst = appendLower(dst, u[0], limit)
+		dst = append(dst, '@')
+		dst = appendLower(dst, u[1], limit)
+	}
+	return dst
+}
+
+// tollMatcher holds the compiled toll-fraud patterns.
+type tollMatcher struct {
+	res []*regexp.Regexp
+}
+
+func newTollMatcher(list []string) (*tollMatcher, error) {
+	t := &tollMatcher{}
+	for _, p := range list {
+		re, err := regexp.Compile(p)
+		if err != nil {
+			return nil, err
+		}
+		t.res = append(t.res, re)
+	}
+	return t, nil
+}
+
+func (t *tollMatcher) match(user []byte) bool {
+	if len(user) == 0 {
+		return false
+	}
+	// Cheap gate: every default pattern needs digits; skip names like
+	// "alice" without running the regexps.
+	digits := 0
+	for _, c := range user {
+		if c >= '0' && c <= '9' {
+			digits++
+		}
+	}
+	if digits < 6 {
+		return false
+	}
+	for _, re := range t.res {
+		if re.Match(user) {
+			return true
+		}
+	}
+	return false
+}
+
+// hostIsIP reports whether a URI host is a literal address.
+func hostIsIP(h []byte) bool {
+	s := string(h)
+	s = strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")
+	_, err := netip.ParseAddr(s)
+	return err == nil
+}
+
+// Injection signatures. User parts of SIP URIs are identifiers: SQL/shell
+// metacharacters there (raw or %-escaped) have no business in a dial string
+// or an extension. Display names and User-Agent are free text where an
+// apostrophe ("O'Brien") or a semicolon ("Mozilla/5.0 (X11; Linux)") is
+// normal, so only unmistakable payloads count there.
+var (
+	userBadBytes = class("'\"`;|<>$(){}\\")
+	userBadSeqs  = [][]byte{[]byte("--"), []byte("%27"), []byte("%22"), []byte("%60"), []byte("%3b"), []byte("%24"), []byte("%7c"), []byte("/*")}
+	textBadSeqs  = [][]byte{
+		[]byte("'--"), []byte("';"), []byte("' or "), []byte("\" or "), []byte("or 1=1"), []byte("' or'"),
+		[]byte("union select"), []byte("union all select"), []byte("%27"), []byte("%22"), []byte("`"),
+		[]byte("$("), []byte("${"), []byte(";--"), []byte("/*"), []byte("sleep("), []byte("benchmark("),
+		[]byte("<script"), []byte("; drop "), []byte(";drop "), []byte("xp_cmdshell"), []byte("| sh"), []byte("|sh"),
+		[]byte("&& "), []byte("; rm "), []byte(";rm "), []byte("wget "), []byte("curl "),
+	}
+)
+
+// injectedUser reports whether a URI user part carries an injection payload.
+func injectedUser(u []byte) bool {
+	if len(u) == 0 {
+		return false
+	}
+	for _, c := range u {
+		if userBadBytes[c] {
+			return true
+		}
+	}
+	var buf [256]byte
+	l := appendLower(buf[:0], u, len(buf))
+	for _, s := range userBadSeqs {
+		if bytes.Contains(l, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// injectedText reports whether free text carries an injection payload.
+func injectedText(t []byte) bool {
+	if len(t) == 0 {
+		return false
+	}
+	var buf [512]byte
+	l := appendLower(buf[:0], t, len(buf))
+	for _, s := range textBadSeqs {
+		if bytes.Contains(l, s) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,40 @@
+package ban
+
+import (
+	"fmt"
+	"time"
+)
+
+// IpsetOptions configures the ipset backend.
+type IpsetOptions struct {
+	SetV4   string // IPv4 set, hash:ip family inet (sipwarden4)
+	SetV6   string // IPv6 set, family inet6: hash:ip, or hash:net when V6Prefix > 0 (sipwarden6)
+	MaxElem uint32 // per set (65536)
+	// V6Prefix > 0 (< 128) makes the IPv6 set hash:net so the jail can ban
+	// prefixes; it must match Options.V6Prefix of the jail.
+	V6Prefix int
+	// NetNS opens the netlink handle in that network namespace (tests);
+	// 0 or -1: the current one.
+	NetNS int
+	// Timeout bounds each netlink round trip (5s).
+	Timeout time.Duration
+}
+
+func (o *IpsetOptions) defaults() error {
+	setDefault(&o.SetV4, "sipwarden4")
+	setDefault(&o.SetV6, "sipwarden6")
+	setDefault(&o.MaxElem, 65536)
+	setDefault(&o.Timeout, 5*time.Second)
+	if o.V6Prefix == 128 {
+		o.V6Prefix = 0
+	}
+	switch {
+	case o.V6Prefix < 0 || o.V6Prefix > 128:
+		return fmt.Errorf("ipset: v6_prefix %d: must be 0..128", o.V6Prefix)
+	case len(o.SetV4) > 31 || len(o.SetV6) > 31:
+		return fmt.Errorf("ipset: set names are at most 31 bytes")
+	case o.SetV4 == o.SetV6:
+		return fmt.Errorf("ipset: set_v4 and set_v6 must differ")
+	}
+	return nil
+}

@@ -1,0 +1,331 @@
+package ban
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Ipset is the kernel backend: two ipsets written over one persistent
+// netlink handle (NETLINK_NETFILTER), never a process.
+type Ipset struct {
+	opt    IpsetOptions
+	mu     sync.Mutex // the handle's socket serialises anyway; this guards Close
+	h      *netlink.Handle
+	type6  string
+	closed bool
+}
+
+var (
+	_ Firewall = (*Ipset)(nil)
+	_ Lister   = (*Ipset)(nil)
+	_ Ensurer  = (*Ipset)(nil)
+)
+
+// NewIpset opens the netlink handle and creates the sets when missing. An
+// existing set of another type or family is an error (destroy it, or
+// rename the set in the config).
+func NewIpset(o IpsetOptions) (*Ipset, error) {
+	if err := o.defaults(); err != nil {
+		return nil, err
+	}
+	var (
+		h   *netlink.Handle
+		err error
+	)
+	if o.NetNS > 0 {
+		h, err = netlink.NewHandleAt(netns.NsHandle(o.NetNS), unix.NETLINK_NETFILTER)
+	} else {
+		h, err = netlink.NewHandle(unix.NETLINK_NETFILTER)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ipset: netlink handle: %w", permHint(err))
+	}
+	if err := h.SetSocketTimeout(o.Timeout); err != nil {
+		h.Close()
+		return nil, fmt.Errorf("ipset: %w", err)
+	}
+	s := &Ipset{opt: o, h: h, type6: "hash:ip"}
+	if o.V6Prefix > 0 {
+		s.type6 = "hash:net"
+	}
+	if _, err := s.Ensure(context.Background()); err != nil {
+		h.Close()
+		return nil, err
+	}
+	if err := s.checkTypes(); err != nil {
+		h.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func permHint(err error) error {
+	if errors.Is(err, unix.EPERM) {
+		return fmt.Errorf("%w (needs CAP_NET_ADMIN)", err)
+	}
+	return err
+}
+
+// guard turns a panic inside the netlink library (it type-asserts errors
+// to syscall.Errno) into an error: bad kernel answers must not crash us.
+func guard(f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("netlink: %v", r)
+		}
+	}()
+	return f()
+}
+
+func isIpsetErr(err error, code int) bool {
+	var e nl.IPSetError
+	return errors.As(err, &e) && int(e) == code
+}
+
+// wrap adds the sentinel for a full set.
+func wrapKernel(err error, format string, args ...any) error {
+	msg := fmt.Sprintf(format, args...)
+	if isIpsetErr(err, nl.IPSET_ERR_TYPE_SPECIFIC) { // hash full (IPSET_ERR_HASH_FULL)
+		return fmt.Errorf("%s: %w: %w", msg, ErrSetFull, err)
+	}
+	return fmt.Errorf("%s: %w", msg, permHint(err))
+}
+
+func (s *Ipset) handle() (*netlink.Handle, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, errors.New("ipset: closed")
+	}
+	return s.h, nil
+}
+
+// Ensure creates the sets that do not exist and reports how many it made.
+func (s *Ipset) Ensure(context.Context) (int, error) {
+	h, err := s.handle()
+	if err != nil {
+		return 0, err
+	}
+	zero := uint32(0)
+	sets := []struct {
+		name, typ string
+		family    uint8
+	}{
+		{s.opt.SetV4, "hash:ip", unix.AF_INET},
+		{s.opt.SetV6, s.type6, unix.AF_INET6},
+	}
+	created := 0
+	for _, set := range sets {
+		err := guard(func() error {
+			return h.IpsetCreate(set.name, set.typ, netlink.IpsetCreateOptions{
+				Family: set.family, Timeout: &zero, MaxElements: s.opt.MaxElem,
+			})
+		})
+		switch {
+		case err == nil:
+			created++
+		case errors.Is(err, syscall.EEXIST) || isIpsetErr(err, nl.IPSET_ERR_EXIST):
+		default:
+			return created, wrapKernel(err, "ipset create %s %s", set.name, set.typ)
+		}
+	}
+	return created, nil
+}
+
+func (s *Ipset) checkTypes() error {
+	h, err := s.handle()
+	if err != nil {
+		return err
+	}
+	for _, want := range []struct {
+		name, typ string
+		family    uint8
+	}{{s.opt.SetV4, "hash:ip", unix.AF_INET}, {s.opt.SetV6, s.type6, unix.AF_INET6}} {
+		var r *netlink.IPSetResult
+		if err := guard(func() (err error) { r, err = h.IpsetList(want.name); return err }); err != nil {
+			return wrapKernel(err, "ipset list %s", want.name)
+		}
+		if r.TypeName != want.typ || r.Family != want.family {
+			return fmt.Errorf("ipset: set %s exists as %s family %d, want %s family %d (destroy it or use another name)",
+				want.name, r.TypeName, r.Family, want.typ, want.family)
+		}
+		if r.Timeout == nil {
+			return fmt.Errorf("ipset: set %s exists without timeout support (destroy it or use another name)", want.name)
+		}
+	}
+	return nil
+}
+
+func (s *Ipset) entry(p netip.Prefix) (set string, e netlink.IPSetEntry, err error) {
+	if !p.IsValid() {
+		return "", e, fmt.Errorf("ipset: invalid prefix")
+	}
+	a := p.Addr()
+	if a.Is4In6() {
+		a = a.Unmap()
+		p = netip.PrefixFrom(a, max(p.Bits()-96, 0))
+	}
+	if a.Is4() {
+		if p.Bits() != 32 {
+			return "", e, fmt.Errorf("ipset: %s: the IPv4 set holds single addresses", p)
+		}
+		b := a.As4()
+		return s.opt.SetV4, netlink.IPSetEntry{IP: net.IP(b[:])}, nil
+	}
+	b := p.Masked().Addr().As16()
+	e = netlink.IPSetEntry{IP: net.IP(b[:])}
+	if p.Bits() != 128 {
+		if s.type6 != "hash:net" {
+			return "", e, fmt.Errorf("ipset: %s: the IPv6 set holds single addresses (set v6_prefix)", p)
+		}
+		e.CIDR = uint8(p.Bits())
+	}
+	return s.opt.SetV6, e, nil
+}
+
+// timeoutSeconds is the per-entry kernel timeout: at least 1s, at most the
+// kernel's maximum; 0 means no timeout.
+func timeoutSeconds(d time.Duration) uint32 {
+	if d <= 0 {
+		return 0
+	}
+	d = min(d, MaxKernelTimeout)
+	sec := (d + time.Second - 1) / time.Second
+	return uint32(max(sec, 1))
+}
+
+// Add puts p into its set for d (0: no timeout), refreshing the timeout of
+// an existing entry (-exist).
+func (s *Ipset) Add(_ context.Context, p netip.Prefix, d time.Duration) error {
+	set, e, err := s.entry(p)
+	if err != nil {
+		return err
+	}
+	h, err := s.handle()
+	if err != nil {
+		return err
+	}
+	to := timeoutSeconds(d)
+	e.Timeout = &to
+	e.Replace = true
+	if err := guard(func() error { return h.IpsetAdd(set, &e) }); err != nil {
+		return wrapKernel(err, "ipset add %s to %s", p, set)
+	}
+	return nil
+}
+
+// Del removes p from its set; an absent entry is not an error.
+func (s *Ipset) Del(_ context.Context, p netip.Prefix) error {
+	set, e, err := s.entry(p)
+	if err != nil {
+		return err
+	}
+	h, err := s.handle()
+	if err != nil {
+		return err
+	}
+	e.Replace = true // no NLM_F_EXCL: deleting a missing entry succeeds
+	if err := guard(func() error { return h.IpsetDel(set, &e) }); err != nil {
+		return wrapKernel(err, "ipset del %s from %s", p, set)
+	}
+	return nil
+}
+
+// List reads both sets back. The kernel answers a dump in several netlink
+// messages for big sets; the library collects every NLM_F_MULTI part until
+// NLMSG_DONE and merges their entries (checked against NumEntries here).
+func (s *Ipset) List(context.Context) ([]Entry, error) {
+	h, err := s.handle()
+	if err != nil {
+		return nil, err
+	}
+	var out []Entry
+	for _, set := range []string{s.opt.SetV4, s.opt.SetV6} {
+		var r *netlink.IPSetResult
+		if err := guard(func() (err error) { r, err = h.IpsetList(set); return err }); err != nil {
+			return nil, wrapKernel(err, "ipset list %s", set)
+		}
+		for _, e := range r.Entries {
+			a, ok := netip.AddrFromSlice(e.IP)
+			if !ok {
+				continue
+			}
+			a = a.Unmap()
+			bits := a.BitLen()
+			if e.CIDR != 0 && int(e.CIDR) < bits {
+				bits = int(e.CIDR)
+			}
+			en := Entry{Prefix: netip.PrefixFrom(a, bits).Masked()}
+			if e.Timeout != nil {
+				en.Timeout = time.Duration(*e.Timeout) * time.Second
+			}
+			out = append(out, en)
+		}
+		if uint32(len(r.Entries)) < r.NumEntries {
+			// entries may expire between the header and the dump; far fewer means a short read
+			if r.NumEntries-uint32(len(r.Entries)) > r.NumEntries/10+16 {
+				return nil, fmt.Errorf("ipset list %s: read %d of %d entries", set, len(r.Entries), r.NumEntries)
+			}
+		}
+	}
+	return out, nil
+}
+
+// Check is the readiness probe: the sets exist (one small create-if-absent
+// round trip per set; nothing is listed).
+func (s *Ipset) Check(ctx context.Context) error {
+	_, err := s.Ensure(ctx)
+	return err
+}
+
+// Flush empties both sets (tests and tools).
+func (s *Ipset) Flush() error {
+	h, err := s.handle()
+	if err != nil {
+		return err
+	}
+	for _, set := range []string{s.opt.SetV4, s.opt.SetV6} {
+		if err := guard(func() error { return h.IpsetFlush(set) }); err != nil {
+			return wrapKernel(err, "ipset flush %s", set)
+		}
+	}
+	return nil
+}
+
+// Destroy removes both sets (they must not be referenced by a rule).
+func (s *Ipset) Destroy() error {
+	h, err := s.handle()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, set := range []string{s.opt.SetV4, s.opt.SetV6} {
+		err := guard(func() error { return h.IpsetDestroy(set) })
+		if err != nil && !errors.Is(err, syscall.ENOENT) {
+			errs = append(errs, wrapKernel(err, "ipset destroy %s", set))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close releases the netlink handle; the sets stay in the kernel.
+func (s *Ipset) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closed {
+		s.closed = true
+		s.h.Close()
+	}
+	return nil
+}

@@ -1,0 +1,82 @@
+package ban
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	offenses     *prometheus.CounterVec
+	offenseC     [maxRules][numSources]prometheus.Counter
+	invalid      prometheus.Counter
+	deduplicated prometheus.Counter
+	bansTotal    *prometheus.CounterVec
+	bansC        [maxRules]prometheus.Counter
+	bansManual   prometheus.Counter
+	bansActive   prometheus.Gauge
+	skipped      *prometheus.CounterVec
+	latency      prometheus.Histogram
+	errors       *prometheus.CounterVec
+	recreated    prometheus.Counter
+	readded      prometheus.Counter
+	dropped      prometheus.Counter
+	evictions    prometheus.Counter
+	offenders    prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		offenses: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "sipwarden", Name: "offenses_total",
+			Help: "Offenses received by the jail, by rule and source."}, []string{"rule", "source"}),
+		invalid: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "sipwarden", Name: "jail_invalid_offenses_total",
+			Help: "Offenses without a valid address, counted and skipped."}),
+		deduplicated: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "sipwarden", Name: "jail_deduplicated_total",
+			Help: "auth_failure offenses already seen from another source (counted once)."}),
+		bansTotal: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "sipwarden", Name: "bans_total",
+			Help: "Bans decided, by the rule that crossed the threshold (manual for the API)."}, []string{"rule"}),
+		bansActive: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "sipwarden", Name: "bans_active",
+			Help: "Bans in force."}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "sipwarden", Name: "ban_skipped_total",
+			Help: "Bans not made because the address is never banned, allowlisted or registered (once per address per findtime)."}, []string{"reason"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "sipwarden", Name: "ban_latency_seconds",
+			Help:    "Offense seen by the jail -> entry in the kernel set.",
+			Buckets: prometheus.ExponentialBuckets(25e-6, 2, 18)}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "sipwarden", Name: "ban_errors_total",
+			Help: "Failed backend operations (add, del, list, ensure); a full set counts as an add error."}, []string{"op"}),
+		recreated: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "sipwarden", Name: "ban_set_recreated_total",
+			Help: "Kernel sets found missing by the resync and created again."}),
+		readded: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "sipwarden", Name: "ban_readded_total",
+			Help: "Active bans found missing from the kernel by the resync and written again."}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "sipwarden", Name: "ban_queue_dropped_total",
+			Help: "Kernel writes dropped because the writer queue was full (the next resync writes them)."}),
+		evictions: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "sipwarden", Name: "jail_evictions_total",
+			Help: "Tracked addresses evicted because the jail reached max offenders."}),
+		offenders: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "sipwarden", Name: "jail_offenders",
+			Help: "Addresses tracked by the jail."}),
+	}
+	for _, c := range []prometheus.Collector{m.offenses, m.invalid, m.deduplicated, m.bansTotal, m.bansActive, m.skipped,
+		m.latency, m.errors, m.recreated, m.readded, m.dropped, m.evictions, m.offenders} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	for ri := range maxRules {
+		if ri > otherRule {
+			break
+		}
+		m.bansC[ri] = m.bansTotal.WithLabelValues(ruleName(ri))
+		for si := range numSources {
+			m.offenseC[ri][si] = m.offenses.WithLabelValues(ruleName(ri), sourceName(si))
+		}
+	}
+	m.bansManual = m.bansTotal.WithLabelValues("manual")
+	for _, r := range []string{reasonNeverBan, reasonStatic, reasonRegistered} {
+		m.skipped.WithLabelValues(r)
+	}
+	for _, o := range []string{"add", "del", "list", "ensure"} {
+		m.errors.WithLabelValues(o)
+	}
+	return m, nil
+}
+
+func (m *metrics) offense(ri, si int) prometheus.Counter { return m.offenseC[ri][si] }
+func (m *metrics) bans(ri int) prometheus.Counter        { return m.bansC[ri] }

@@ -1,0 +1,275 @@
+package ban
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// Run owns the writer goroutine (every kernel write, the start-up read-back
+// and the periodic resync), the sweep and the state file. It returns nil
+// when ctx is cancelled, after a last state save.
+func (j *Jail) Run(ctx context.Context) error {
+	if !j.running.CompareAndSwap(false, true) {
+		return errors.New("ban: Run called twice")
+	}
+	defer j.running.Store(false)
+
+	j.writeMu.Lock()
+	err := j.resyncLocked(ctx, true)
+	j.writeMu.Unlock()
+	if err != nil {
+		j.logErr("resync", "initial kernel read-back failed; retrying on the next resync", err)
+	}
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		j.writer(ctx)
+	}()
+
+	sweep := time.NewTicker(j.opt.SweepEvery)
+	save := time.NewTicker(j.opt.SaveEvery)
+	defer sweep.Stop()
+	defer save.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			j.failPending()
+			if err := j.saveIfDirty(); err != nil {
+				j.log.Error("state file not saved at stop", "err", err)
+			}
+			return nil
+		case <-sweep.C:
+			j.Sweep()
+		case <-save.C:
+			if err := j.saveIfDirty(); err != nil {
+				j.logErr("save", "state file not saved", err)
+			}
+		}
+	}
+}
+
+func (j *Jail) writer(ctx context.Context) {
+	resync := time.NewTicker(j.opt.ResyncEvery)
+	defer resync.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case o := <-j.queue:
+			err := j.apply(ctx, o)
+			if o.done != nil {
+				o.done <- err
+			}
+		case <-resync.C:
+			j.writeMu.Lock()
+			err := j.resyncLocked(ctx, false)
+			j.writeMu.Unlock()
+			if err != nil {
+				j.logErr("resync", "kernel resync failed", err)
+			}
+		}
+	}
+}
+
+// failPending answers manual operations still queued at stop.
+func (j *Jail) failPending() {
+	for {
+		select {
+		case o := <-j.queue:
+			if o.done != nil {
+				o.done <- errors.New("ban: jail stopped")
+			}
+		default:
+			return
+		}
+	}
+}
+
+// apply performs one backend write.
+func (j *Jail) apply(ctx context.Context, o op) error {
+	j.writeMu.Lock()
+	defer j.writeMu.Unlock()
+	switch o.kind {
+	case opAdd:
+		var d time.Duration
+		if !o.expires.IsZero() {
+			d = o.expires.Sub(j.now())
+			if d <= 0 {
+				return nil // over before it reached the kernel (a replayed old offense)
+			}
+			d = max(d, time.Second)
+		}
+		if err := j.fw.Add(ctx, o.prefix, d); err != nil {
+			j.m.errors.WithLabelValues("add").Inc()
+			j.logErr("add", "ban not written to the backend", err, "ip", o.prefix.String())
+			if !errors.Is(err, ErrSetFull) {
+				j.setHealth(err)
+			}
+			return err
+		}
+		j.m.latency.Observe(time.Since(o.seen).Seconds())
+		j.setHealth(nil)
+	case opDel:
+		if err := j.fw.Del(ctx, o.prefix); err != nil {
+			j.m.errors.WithLabelValues("del").Inc()
+			j.setHealth(err)
+			return err
+		}
+	}
+	return nil
+}
+
+// Resync reads the backend back, recreates missing sets, adopts entries the
+// jail does not know and writes active bans the backend lost. Run calls it
+// at start and every ResyncEvery; it is exported for tests and tools.
+func (j *Jail) Resync(ctx context.Context) error {
+	j.writeMu.Lock()
+	defer j.writeMu.Unlock()
+	return j.resyncLocked(ctx, false)
+}
+
+func (j *Jail) resyncLocked(ctx context.Context, initial bool) error {
+	j.refreshHostAddrs()
+	if e, ok := j.fw.(Ensurer); ok {
+		n, err := e.Ensure(ctx)
+		if err != nil {
+			j.m.errors.WithLabelValues("ensure").Inc()
+			err = fmt.Errorf("ensure sets: %w", err)
+			j.setHealth(err)
+			return err
+		}
+		if n > 0 && !initial {
+			j.m.recreated.Add(float64(n))
+			j.log.Warn("ban sets were missing and have been created again", "sets", n)
+		}
+	}
+	l, ok := j.fw.(Lister)
+	if !ok {
+		j.setHealth(nil)
+		return nil
+	}
+	entries, err := l.List(ctx)
+	if err != nil {
+		j.m.errors.WithLabelValues("list").Inc()
+		err = fmt.Errorf("list sets: %w", err)
+		j.setHealth(err)
+		return err
+	}
+	now := j.now()
+	inKernel := make(map[netip.Prefix]struct{}, len(entries))
+	var adopted int
+	type readd struct {
+		p       netip.Prefix
+		expires time.Time
+	}
+	var missing []readd
+
+	j.mu.Lock()
+	for _, e := range entries {
+		p := e.Prefix.Masked()
+		inKernel[p] = struct{}{}
+		key := p.Addr()
+		of := j.offenders[key]
+		if of != nil && of.ban != nil && of.ban.prefix == p {
+			continue
+		}
+		if of == nil {
+			of = &offender{}
+			j.offenders[key] = of
+		}
+		if of.hist == nil {
+			of.hist = &history{count: 1, last: now.UnixNano(), dur: e.Timeout}
+		}
+		b := &activeBan{prefix: p, rule: "kernel", reason: "found in the kernel set", created: now}
+		if e.Timeout > 0 {
+			b.expires = now.Add(e.Timeout)
+		}
+		of.ban = b
+		j.active[key] = of
+		adopted++
+	}
+	for _, of := range j.active {
+		b := of.ban
+		if b == nil {
+			continue
+		}
+		if _, ok := inKernel[b.prefix]; ok {
+			continue
+		}
+		if b.expires.IsZero() || b.expires.Sub(now) > 2*time.Second {
+			missing = append(missing, readd{b.prefix, b.expires})
+		}
+	}
+	j.m.bansActive.Set(float64(len(j.active)))
+	j.m.offenders.Set(float64(len(j.offenders)))
+	j.mu.Unlock()
+	if adopted > 0 {
+		j.dirty.Store(true)
+		j.log.Info("adopted bans found in the kernel sets", "count", adopted)
+	}
+
+	var firstErr error
+	written := 0
+	for _, m := range missing {
+		var d time.Duration
+		if !m.expires.IsZero() {
+			d = max(m.expires.Sub(now), time.Second)
+		}
+		if err := j.fw.Add(ctx, m.p, d); err != nil {
+			j.m.errors.WithLabelValues("add").Inc()
+			if firstErr == nil && !errors.Is(err, ErrSetFull) {
+				firstErr = err
+			}
+			j.logErr("add", "ban not written back to the backend", err, "ip", m.p.String())
+			continue
+		}
+		written++
+	}
+	if written > 0 {
+		j.m.readded.Add(float64(written))
+		if !initial {
+			j.log.Warn("active bans were missing from the kernel and have been written again", "count", written)
+		}
+	}
+	j.setHealth(firstErr)
+	return firstErr
+}
+
+// Sweep expires bans and forgets addresses whose score has decayed to zero
+// and whose ban history is older than HistoryTTL. Run calls it every
+// SweepEvery.
+func (j *Jail) Sweep() {
+	now := j.now()
+	nn := now.UnixNano()
+	F := int64(j.policy.Load().Findtime)
+	ttl := int64(j.opt.HistoryTTL)
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for k, of := range j.offenders {
+		if of.ban != nil {
+			if of.ban.expires.IsZero() || of.ban.expires.After(now) {
+				continue
+			}
+			of.ban = nil
+			delete(j.active, k)
+			j.dirty.Store(true)
+		}
+		if of.winStart != 0 && nn < of.winStart+2*F {
+			continue
+		}
+		if of.hist != nil && nn-of.hist.last < ttl {
+			continue
+		}
+		delete(j.offenders, k)
+		j.dirty.Store(true)
+	}
+	j.m.bansActive.Set(float64(len(j.active)))
+	j.m.offenders.Set(float64(len(j.offenders)))
+}

@@ -25,45 +25,38 @@ type header struct {
 // prefix. Lines of another shape (continuation lines, banners, SQL dumps)
 // are not offenses: ok is false.
 func splitHeader(line []byte) (h header, ok bool) {
-	end := len(line)
-	for end > 0 && (line[end-1] == '\r' || line[end-1] == ' ' || line[end-1] == '\n' || line[end-1] == '\t') {
-		end--
+	h, i, ok := cutHead(line)
+	if !ok {
+		return h, false
 	}
-	line = line[:end]
-	i := 0
+	return cutTail(h, line, i)
+}
+
+// cutHead cuts a line up to its level; i is where the rest starts.
+func cutHead(line []byte) (h header, i int, ok bool) {
 	// A NUL run is what a non-appending writer leaves after copytruncate.
 	for i < len(line) && line[i] == 0 {
 		i++
 	}
 	if len(line)-i < 24 {
-		return h, false
-	}
-	if c := line[i]; c < '0' || c > '9' {
-		if c < 'A' || c > 'z' {
-			return h, false
-		}
-		// A UUID may start with a letter; a syslog month does too.
-		if !isUUID(line[i:]) {
-			n, d := syslogPrefix(line[i:])
-			if n == 0 {
-				return h, false
-			}
-			h.sysDate = d
-			i += n
-		}
-	} else if n, d := syslogPrefix(line[i:]); n > 0 {
-		h.sysDate = d
-		i += n
+		return h, 0, false
 	}
 	if isUUID(line[i:]) {
 		h.uuid = line[i : i+36]
 		i += 37
+	} else if n, d := syslogPrefix(line[i:]); n > 0 {
+		h.sysDate = d
+		i += n
+		if isUUID(line[i:]) {
+			h.uuid = line[i : i+36]
+			i += 37
+		}
 	}
 	if n := dateLen(line[i:]); n > 0 {
 		h.date = line[i : i+n]
 		i += n + 1
 	} else if h.sysDate == nil {
-		return h, false
+		return h, 0, false
 	}
 	// Idle CPU, "96.77% " (FreeSWITCH >= 1.10.7).
 	if i < len(line) && line[i] >= '0' && line[i] <= '9' {
@@ -72,11 +65,33 @@ func splitHeader(line []byte) (h header, ok bool) {
 			j++
 		}
 		if j+1 >= len(line) || line[j] != '%' || line[j+1] != ' ' {
-			return h, false
+			return h, 0, false
 		}
 		i = j + 2
 	}
-	// [LEVEL] then optional tags ([SOFIA]) and maybe a bracketed [file.c:N].
+	// [LEVEL]
+	if i+3 > len(line) || line[i] != '[' {
+		return h, 0, false
+	}
+	j := i + 1
+	for j < len(line) && line[j] >= 'A' && line[j] <= 'Z' {
+		j++
+	}
+	if j == i+1 || j+1 >= len(line) || line[j] != ']' || line[j+1] != ' ' {
+		return h, 0, false
+	}
+	h.level = line[i+1 : j]
+	return h, j + 2, true
+}
+
+// cutTail cuts the rest of a line after its level: optional tags
+// ([SOFIA]), the source file (file.c:N or [file.c:N]) and the message.
+func cutTail(h header, line []byte, i int) (header, bool) {
+	end := len(line)
+	for end > i && (line[end-1] == '\r' || line[end-1] == ' ' || line[end-1] == '\n' || line[end-1] == '\t') {
+		end--
+	}
+	line = line[:end]
 	for i < len(line) && line[i] == '[' {
 		j := bytes.IndexByte(line[i:], ']')
 		if j < 0 || i+j+1 >= len(line) || line[i+j+1] != ' ' {
@@ -84,31 +99,30 @@ func splitHeader(line []byte) (h header, ok bool) {
 		}
 		tok := line[i+1 : i+j]
 		i += j + 2
-		if h.level == nil {
-			h.level = tok
-			continue
-		}
-		if bytes.IndexByte(tok, ':') >= 0 {
+		if isFile(tok) {
 			h.file = tok
 			break
 		}
 	}
-	if h.level == nil {
-		return h, false
-	}
 	if h.file == nil {
 		j := bytes.IndexByte(line[i:], ' ')
-		if j < 0 {
+		if j < 0 || !isFile(line[i:i+j]) {
 			return h, false
 		}
 		h.file = line[i : i+j]
 		i += j + 1
-		if bytes.IndexByte(h.file, ':') < 0 {
-			return h, false
-		}
 	}
 	h.msg = line[i:]
 	return h, true
+}
+
+// isFile reports whether tok looks like "file.c:123".
+func isFile(tok []byte) bool {
+	k := len(tok) - 1
+	for k > 0 && tok[k] >= '0' && tok[k] <= '9' {
+		k--
+	}
+	return k > 0 && k < len(tok)-1 && tok[k] == ':'
 }
 
 // isUUID reports whether b starts with "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx ".
@@ -116,16 +130,23 @@ func isUUID(b []byte) bool {
 	if len(b) < 37 || b[8] != '-' || b[13] != '-' || b[18] != '-' || b[23] != '-' || b[36] != ' ' {
 		return false
 	}
-	for k := 0; k < 36; k++ {
-		switch c := b[k]; {
-		case k == 8 || k == 13 || k == 18 || k == 23:
-		case c >= '0' && c <= '9', c >= 'a' && c <= 'f', c >= 'A' && c <= 'F':
-		default:
-			return false
-		}
-	}
-	return true
+	b = b[:36]
+	ok := isHex[b[0]] & isHex[b[1]] & isHex[b[2]] & isHex[b[3]] & isHex[b[4]] & isHex[b[5]] & isHex[b[6]] & isHex[b[7]] &
+		isHex[b[9]] & isHex[b[10]] & isHex[b[11]] & isHex[b[12]] &
+		isHex[b[14]] & isHex[b[15]] & isHex[b[16]] & isHex[b[17]] &
+		isHex[b[19]] & isHex[b[20]] & isHex[b[21]] & isHex[b[22]] &
+		isHex[b[24]] & isHex[b[25]] & isHex[b[26]] & isHex[b[27]] & isHex[b[28]] & isHex[b[29]] &
+		isHex[b[30]] & isHex[b[31]] & isHex[b[32]] & isHex[b[33]] & isHex[b[34]] & isHex[b[35]]
+	return ok == 1
 }
+
+// isHex maps hexadecimal digits to 1.
+var isHex = func() (t [256]uint8) {
+	for _, c := range []byte("0123456789abcdefABCDEF") {
+		t[c] = 1
+	}
+	return t
+}()
 
 // dateLen returns the length of FreeSWITCH's date at the start of b (which
 // must be followed by a space), or 0.

@@ -23,7 +23,7 @@ type Parser struct {
 
 	errors int64
 
-	strs    map[string]string
+	strs    [internSlots]string
 	scratch []byte
 
 	sess [sessionSlots]session
@@ -33,8 +33,9 @@ type Parser struct {
 // an older session.
 const sessionSlots = 1024
 
-// maxInterned bounds the intern table; it is cleared when full.
-const maxInterned = 4096
+// internSlots sizes the direct-mapped intern cache of user and detail
+// strings: a repeated attacker costs no allocation, a miss one.
+const internSlots = 2048
 
 type session struct {
 	id      [36]byte
@@ -57,7 +58,6 @@ func NewParser(now func() time.Time) *Parser {
 		now:    now,
 		loc:    time.Local,
 		public: []string{"public"},
-		strs:   make(map[string]string),
 	}
 }
 
@@ -105,11 +105,16 @@ var (
 // Parse reads one line (without its newline). It returns the offense the
 // line proves, if any. The offense's Source is offense.SourceLog.
 func (p *Parser) Parse(line []byte) (offense.Offense, bool) {
-	// Prefilter: find where the message starts (a handful of fixed-offset
-	// checks and two IndexByte calls), then look at its first byte. Noise
-	// lines stop here, before any time or address parsing.
-	h, ok := splitHeader(line)
-	if !ok || len(h.msg) < 15 {
+	// Prefilter: a handful of fixed-offset checks find the level, then the
+	// message, whose first byte picks the rule. Noise lines stop here,
+	// before any time or address parsing.
+	h, i, ok := cutHead(line)
+	// Every line we read is logged at WARNING or INFO (WARN in the
+	// year-less layout): DEBUG, NOTICE and the others stop here.
+	if !ok || (h.level[0] != 'W' && h.level[0] != 'I') {
+		return offense.Offense{}, false
+	}
+	if h, ok = cutTail(h, line, i); !ok || len(h.msg) < 15 {
 		return offense.Offense{}, false
 	}
 	msg := h.msg
@@ -369,20 +374,22 @@ func (p *Parser) fail() (offense.Offense, bool) {
 	return offense.Offense{}, false
 }
 
-// intern returns b as a string, allocating only the first time it is seen.
+// intern returns b as a string, allocating only when it is not cached.
 func (p *Parser) intern(b []byte) string {
 	if len(b) == 0 {
 		return ""
 	}
-	if s, ok := p.strs[string(b)]; ok {
-		return s
+	var x uint32 = 2166136261
+	for _, c := range b {
+		x ^= uint32(c)
+		x *= 16777619
 	}
-	if len(p.strs) >= maxInterned {
-		clear(p.strs)
+	slot := &p.strs[x%internSlots]
+	if *slot == string(b) {
+		return *slot
 	}
-	s := string(b)
-	p.strs[s] = s
-	return s
+	*slot = string(b)
+	return *slot
 }
 
 func (p *Parser) intern2(prefix string, b []byte) string {

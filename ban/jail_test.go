@@ -82,7 +82,11 @@ type syncWriter struct {
 	w  *bytes.Buffer
 }
 
-func (s *syncWriter) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.w.Write(p) }
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
 
 func (e *env) offend(ip string, r offense.Rule, at time.Duration) {
 	e.j.Offend(offense.Offense{IP: netip.MustParseAddr(ip), Rule: r, Source: offense.SourceESL, Time: t0.Add(at), User: "1003"})

@@ -114,7 +114,7 @@ func generate(dir string) error {
 // night collects log lines and packets, each with its time; both are sorted
 // (stably) when written.
 type night struct {
-	rng      *rand.Rand
+	rng      *prng
 	lines    []logEntry
 	packets  []packet
 	regs     map[string]reg // by user, the latest registration
@@ -141,8 +141,21 @@ type reg struct {
 }
 
 func newNight() *night {
-	return &night{rng: rand.New(rand.NewPCG(20261124, 2200)), regs: map[string]reg{}}
+	return &night{rng: &prng{rand.NewPCG(20261124, 2200)}, regs: map[string]reg{}}
 }
+
+// prng derives everything from PCG-DXSM's raw output, a fixed algorithm,
+// rather than from rand.Rand's helpers, whose algorithms a Go release may
+// change: the committed files must stay reproducible.
+type prng struct{ src *rand.PCG }
+
+func (r *prng) Uint64() uint64 { return r.src.Uint64() }
+func (r *prng) Uint32() uint32 { return uint32(r.src.Uint64() >> 32) }
+
+// IntN is in [0, n); the modulo bias is irrelevant for test data.
+func (r *prng) IntN(n int) int       { return int(r.src.Uint64() % uint64(n)) }
+func (r *prng) Int64N(n int64) int64 { return int64(r.src.Uint64() % uint64(n)) }
+func (r *prng) Float64() float64     { return float64(r.src.Uint64()>>11) / (1 << 53) }
 
 // --- the scenarios -------------------------------------------------------
 

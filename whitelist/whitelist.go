@@ -100,7 +100,8 @@ type Whitelist struct {
 	data     addrMap
 	byCall   map[uint64]netip.Addr // (node, call-id) -> address, for roaming phones
 	nRegs    int
-	minUntil int64 // lower bound of the earliest expiry+grace, for Sweep
+	minUntil int64  // lower bound of the earliest expiry+grace, for Sweep
+	seq      uint64 // write sequence, see Mark
 	dirty    []netip.Addr
 
 	mRegs prometheus.Gauge
@@ -125,15 +126,15 @@ type reg struct {
 	blob                        string // user + contact + callID, copied
 	userEnd, contactEnd         uint32
 	realm, profile, agent, node unique.Handle[string]
-	expires                     int64 // SIP expiry, unix ns
-	updated                     int64 // when this whitelist last wrote it, unix ns
+	expires                     int64  // SIP expiry, unix ns
+	updated                     uint64 // the write (Mark sequence) that last set it
 }
 
 func (r *reg) user() string    { return r.blob[:r.userEnd] }
 func (r *reg) contact() string { return r.blob[r.userEnd:r.contactEnd] }
 func (r *reg) callID() string  { return r.blob[r.contactEnd:] }
 
-func newReg(r Registration, updated int64) reg {
+func newReg(r Registration, updated uint64) reg {
 	// One copy: the caller's strings may be slices of a large event body.
 	blob := strings.Clone(r.User + r.Contact + r.CallID)
 	return reg{
@@ -423,7 +424,7 @@ func (w *Whitelist) Upsert(r Registration) {
 		}
 		w.byCall[k] = r.IP
 	}
-	nr := newReg(r, now)
+	nr := newReg(r, w.bump())
 	e := w.data.get(r.IP)
 	if e == nil {
 		e = &ipEntry{regs: make([]reg, 0, 1)}
@@ -604,19 +605,32 @@ func (w *Whitelist) publishShard(s uint64, ips []netip.Addr) {
 // or renewed. A registration in regs without a user agent or contact keeps
 // the one an earlier event gave it (FreeSWITCH's listing has no user agent).
 func (w *Whitelist) ReplaceNode(node string, regs []Registration) {
-	w.ReplaceNodeSince(node, regs, time.Time{})
+	w.replaceNode(node, regs, 0, false)
 }
 
-// ReplaceNodeSince is ReplaceNode that keeps the node's registrations written
-// at or after since (by this whitelist's clock): events that raced with the
-// listing request must not be undone by a listing taken before them.
+// Mark returns the sequence number of the latest write, for ReplaceNodeAfter.
+func (w *Whitelist) Mark() uint64 {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	return w.seq
+}
+
+// ReplaceNodeAfter is ReplaceNode that keeps the node's registrations
+// written after mark (taken with Mark when the listing was requested):
+// events that raced with the listing must not be undone by it.
 // Lookups see every address either before or after the change.
-func (w *Whitelist) ReplaceNodeSince(node string, regs []Registration, since time.Time) {
+func (w *Whitelist) ReplaceNodeAfter(node string, regs []Registration, mark uint64) {
+	w.replaceNode(node, regs, mark, true)
+}
+
+// bump starts a write; w.mu is held.
+func (w *Whitelist) bump() uint64 {
+	w.seq++
+	return w.seq
+}
+
+func (w *Whitelist) replaceNode(node string, regs []Registration, mark uint64, keepNewer bool) {
 	now := w.tick()
-	sinceNs := int64(0)
-	if !since.IsZero() {
-		sinceNs = since.UnixNano()
-	}
 	nodeH := unique.Make(node)
 	add := make(map[netip.Addr][]Registration, len(regs))
 	for _, r := range regs {
@@ -629,12 +643,16 @@ func (w *Whitelist) ReplaceNodeSince(node string, regs []Registration, since tim
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	seq := w.bump()
+	if !keepNewer {
+		mark = seq
+	}
 	// Addresses that hold registrations now: renew what the listing still
 	// has (in place, the common case), drop the node's others, add the new.
 	for ip, e := range w.data.all() {
 		rs := add[ip]
 		delete(add, ip)
-		changed := w.mergeLocked(ip, e, nodeH, rs, sinceNs, now)
+		changed := w.mergeLocked(ip, e, nodeH, rs, mark, seq)
 		if !changed {
 			continue
 		}
@@ -646,7 +664,7 @@ func (w *Whitelist) ReplaceNodeSince(node string, regs []Registration, since tim
 	// Addresses new to the whitelist.
 	for ip, rs := range add {
 		e := &ipEntry{regs: make([]reg, 0, len(rs))}
-		w.mergeLocked(ip, e, nodeH, rs, sinceNs, now)
+		w.mergeLocked(ip, e, nodeH, rs, mark, seq)
 		if len(e.regs) > 0 {
 			w.data.set(ip, e)
 			w.dirty = append(w.dirty, ip)
@@ -657,7 +675,7 @@ func (w *Whitelist) ReplaceNodeSince(node string, regs []Registration, since tim
 
 // mergeLocked applies a listing's registrations rs of node at ip to e and
 // reports whether e's registrations changed.
-func (w *Whitelist) mergeLocked(ip netip.Addr, e *ipEntry, node unique.Handle[string], rs []Registration, sinceNs, now int64) bool {
+func (w *Whitelist) mergeLocked(ip netip.Addr, e *ipEntry, node unique.Handle[string], rs []Registration, mark, seq uint64) bool {
 	used := make([]bool, len(rs))
 	take := func(cid string) int {
 		if cid == "" {
@@ -678,7 +696,7 @@ func (w *Whitelist) mergeLocked(ip netip.Addr, e *ipEntry, node unique.Handle[st
 			kept = append(kept, r)
 			continue
 		}
-		if sinceNs != 0 && r.updated >= sinceNs {
+		if r.updated > mark {
 			// An event newer than the listing request: it wins.
 			take(r.callID())
 			kept = append(kept, r)
@@ -704,9 +722,9 @@ func (w *Whitelist) mergeLocked(ip netip.Addr, e *ipEntry, node unique.Handle[st
 		}
 		if n.User == r.user() && n.Contact == r.contact() && n.Realm == r.realm.Value() &&
 			n.Profile == r.profile.Value() && n.UserAgent == r.agent.Value() {
-			r.expires, r.updated = exp, now
+			r.expires, r.updated = exp, seq
 		} else {
-			r = newReg(n, now)
+			r = newReg(n, seq)
 		}
 		w.minUntil = min(w.minUntil, r.expires+w.grace)
 		kept = append(kept, r)
@@ -717,7 +735,7 @@ func (w *Whitelist) mergeLocked(ip netip.Addr, e *ipEntry, node unique.Handle[st
 		if used[j] {
 			continue
 		}
-		nr := newReg(rs[j], now)
+		nr := newReg(rs[j], seq)
 		if e.find(&nr) >= 0 {
 			continue // duplicate in the listing, or a newer event holds it
 		}

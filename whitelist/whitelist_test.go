@@ -356,20 +356,18 @@ func TestReplaceNode(t *testing.T) {
 	}
 }
 
-func TestReplaceNodeSinceKeepsNewerEvents(t *testing.T) {
+func TestReplaceNodeAfterKeepsNewerEvents(t *testing.T) {
 	c := newClock()
 	w, _ := newWL(t, c)
 	node := "fs1:8021"
 	old := reg1000(c, "192.0.2.70")
 	old.Node = node
 	w.Upsert(old)
-	c.Add(time.Second)
-	asked := c.Now() // the listing is requested here
-	c.Add(time.Second)
+	asked := w.Mark()                  // the listing is requested here
 	racing := reg1000(c, "192.0.2.71") // an event processed before the listing arrived
 	racing.Node, racing.CallID = node, "racing"
 	w.Upsert(racing)
-	w.ReplaceNodeSince(node, nil, asked)
+	w.ReplaceNodeAfter(node, nil, asked)
 	if _, ok := w.Allowed(ip("192.0.2.70")); ok {
 		t.Fatal("stale registration survived the resync")
 	}

@@ -31,4 +31,3 @@ func TestFollowStdinCancel(t *testing.T) {
 	fw.stop() // panics if Run does not return
 	fw.c.want(t, 1, 2)
 }
-

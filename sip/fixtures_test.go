@@ -103,7 +103,8 @@ func encodeHEP3(src, dst netip.AddrPort, tcp bool, ts time.Time, captureID uint3
 	}
 	u16 := func(v uint16) []byte { return binary.BigEndian.AppendUint16(nil, v) }
 	u32 := func(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
-	if src.Addr().Is4() {
+	v4 := src.Addr().Is4() && dst.Addr().Is4()
+	if v4 {
 		chunk(1, []byte{2})
 	} else {
 		chunk(1, []byte{10})
@@ -113,7 +114,7 @@ func encodeHEP3(src, dst netip.AddrPort, tcp bool, ts time.Time, captureID uint3
 		proto = 6
 	}
 	chunk(2, []byte{proto})
-	if src.Addr().Is4() {
+	if v4 {
 		s, d := src.Addr().As4(), dst.Addr().As4()
 		chunk(3, s[:])
 		chunk(4, d[:])

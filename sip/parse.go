@@ -96,6 +96,9 @@ func fastScan(b []byte, m *msgInfo) bool {
 		}
 		name := line[:colon]
 		val := trimSP(line[colon+1:])
+		if !plainValue(val) {
+			return false
+		}
 		switch {
 		case hdrIs(name, "via", "v"):
 			if !scanVia(val) {
@@ -162,8 +165,8 @@ func fastScan(b []byte, m *msgInfo) bool {
 		case hdrIs(name, "authorization", "") || hdrIs(name, "proxy-authorization", ""):
 			m.hasAuth = true
 		case hdrIs(name, "expires", ""):
-			if len(val) > 0 && len(val) <= 9 && isDigits(val) {
-				m.expires, _ = strconv.Atoi(string(val))
+			if n, ok := parseSeconds(val); ok {
+				m.expires = n
 			}
 		}
 	}
@@ -367,11 +370,9 @@ func scanParams(p []byte, expires *int) bool {
 			return false
 		}
 		kv := p[:end]
-		if expires != nil && len(kv) > 8 && strings.EqualFold(string(kv[:8]), "expires=") {
-			if n, err := strconv.Atoi(string(trimSP(kv[8:]))); err == nil && n >= 0 {
-				if n > *expires {
-					*expires = n
-				}
+		if expires != nil && len(kv) > 8 && string(kv[:8]) == "expires=" {
+			if n, ok := parseSeconds(kv[8:]); ok && n > *expires {
+				*expires = n
 			}
 		}
 		p = p[end:]
@@ -416,6 +417,29 @@ func scanVia(v []byte) bool {
 		return allIn(hp, hostChars)
 	}
 	return c > 0 && allIn(hp[:c], hostChars) && len(hp) > c+1 && len(hp)-c-1 <= 5 && isDigits(hp[c+1:])
+}
+
+// plainValue rejects control characters, and non-ASCII bytes at the ends
+// (sipgo trims Unicode spaces there; we do not).
+func plainValue(v []byte) bool {
+	for _, c := range v {
+		if c < 0x20 && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return len(v) == 0 || v[0] < 0x80 && v[len(v)-1] < 0x80
+}
+
+// parseSeconds reads a delta-seconds value: 1 to 9 digits.
+func parseSeconds(b []byte) (int, bool) {
+	if len(b) == 0 || len(b) > 9 || !isDigits(b) {
+		return 0, false
+	}
+	n := 0
+	for _, c := range b {
+		n = n*10 + int(c-'0')
+	}
+	return n, true
 }
 
 // Character classes (ASCII bitmaps).
@@ -547,7 +571,7 @@ func slowParse(p *sipmsg.Parser, b []byte, m *msgInfo) error {
 			}
 			m.nContacts++
 			if v, ok := h.Params.Get("expires"); ok {
-				if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && n > m.ctExpires {
+				if n, ok := parseSeconds([]byte(v)); ok && n > m.ctExpires {
 					m.ctExpires = n
 				}
 			}
@@ -565,7 +589,7 @@ func slowParse(p *sipmsg.Parser, b []byte, m *msgInfo) error {
 			case strings.EqualFold(name, "Authorization"), strings.EqualFold(name, "Proxy-Authorization"):
 				m.hasAuth = true
 			case strings.EqualFold(name, "Expires"):
-				if n, err := strconv.Atoi(strings.TrimSpace(h.Value())); err == nil && n >= 0 {
+				if n, ok := parseSeconds([]byte(h.Value())); ok {
 					m.expires = n
 				}
 			}

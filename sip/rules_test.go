@@ -215,7 +215,7 @@ func TestTCPSegments(t *testing.T) {
 	m2 := req("INVITE", "sip:0097254333222@198.51.100.1")
 	both := append(append([]byte{}, m1...), m2...)
 	a.Packet(Packet{Src: attacker, Dst: pbx, TCP: true, Time: t0, Payload: both, Source: offense.SourceCapture})
-	a.Packet(Packet{Src: attacker, Dst: pbx, TCP: true, Time: t0, Payload: m1[:40], Source: offense.SourceCapture})  // partial
+	a.Packet(Packet{Src: attacker, Dst: pbx, TCP: true, Time: t0, Payload: m1[:40], Source: offense.SourceCapture}) // partial
 	a.Packet(Packet{Src: attacker, Dst: pbx, TCP: true, Time: t0, Payload: m1[60:], Source: offense.SourceCapture}) // continuation
 	got := c.count()
 	want := map[string]int{"203.0.113.7 scanner_user_agent": 1, "203.0.113.7 toll_fraud_invite": 1}

@@ -256,7 +256,7 @@ func (p *Parser) aclLine(h *header) (offense.Offense, bool) {
 		prefix = "register acl "
 		o.Method = "REGISTER"
 	default:
-		return o, false
+		return offense.Offense{}, false
 	}
 	// The name must close the line: the DEBUG variant goes on.
 	if len(rest) == 0 || rest[len(rest)-1] != '"' || bytes.IndexByte(rest, '"') != len(rest)-1 {

@@ -238,6 +238,7 @@ func (f *Follower) account(sp *splitter, p *Parser, errs *int64) {
 
 // tailer follows one path.
 type tailer struct {
+	ctx    context.Context // Run's; a long backlog stops reading when done
 	f      *Follower
 	path   string
 	dir    string
@@ -261,6 +262,7 @@ type source struct {
 }
 
 func (t *tailer) run(ctx context.Context) {
+	t.ctx = ctx
 	defer t.closeAll()
 	tick := time.NewTicker(t.f.opts.Poll)
 	defer tick.Stop()
@@ -301,15 +303,17 @@ func (t *tailer) step() {
 
 	st, err := os.Stat(t.path)
 	switch {
-	case err != nil:
+	case errors.Is(err, fs.ErrNotExist):
 		// Renamed or deleted: the writer may still append to it until it
 		// reopens its log; read it while it grows.
-		if errors.Is(err, fs.ErrNotExist) {
-			t.log.Info("log file moved away; reading it until idle, waiting for a new one")
-		} else {
-			t.log.Warn("stat log file", "err", err)
-		}
+		t.log.Info("log file moved away; reading it until idle, waiting for a new one")
 		t.retire()
+	case err != nil:
+		// Cannot tell (permissions changed?): keep reading what is open.
+		if msg := err.Error(); msg != t.failed {
+			t.log.Warn("stat log file", "err", err)
+			t.failed = msg
+		}
 	case !os.SameFile(st, t.cur.info):
 		t.log.Info("log file replaced (rotation); reading the new one from its start")
 		t.retire()
@@ -368,7 +372,7 @@ func (t *tailer) open(startup bool) {
 
 // drain reads s to its current end, holding a partial last line.
 func (t *tailer) drain(s *source) {
-	for {
+	for t.ctx == nil || t.ctx.Err() == nil {
 		n, err := s.sp.fill(s.file)
 		if n > 0 {
 			s.off += int64(n)

@@ -5,11 +5,14 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"flag"
 	"io"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -196,4 +199,34 @@ sipwarden_parse_errors_total{source="log"} 2
 	if NewMetrics(nil) == nil {
 		t.Error("nil registerer")
 	}
+}
+
+var scanFile = flag.String("logwatch.file", "", "TestScanFile: a log file (plain or gzip) to time Open+Scan on")
+
+// TestScanFile times what replay does on a real file, for comparisons with
+// fail2ban-regex:
+//
+//	go test ./logwatch -run TestScanFile -v -logwatch.file /tmp/fs.log
+func TestScanFile(t *testing.T) {
+	if *scanFile == "" {
+		t.Skip("no -logwatch.file")
+	}
+	start := time.Now()
+	rc, err := Open(*scanFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	byRule := map[offense.Rule]int{}
+	ips := map[netip.Addr]bool{}
+	p := NewParser(nil)
+	n, err := Scan(context.Background(), rc, p, offense.SinkFunc(func(o offense.Offense) {
+		byRule[o.Rule]++
+		ips[o.IP] = true
+	}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := time.Since(start)
+	t.Logf("%d lines in %v: %.0f lines/s; offenses %v from %d addresses; %d parse errors", n, d.Round(time.Millisecond), float64(n)/d.Seconds(), byRule, len(ips), p.Errors())
 }

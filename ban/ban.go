@@ -37,6 +37,14 @@ type Ensurer interface {
 	Ensure(ctx context.Context) (created int, err error)
 }
 
+// BatchAdder is an optional Firewall extension: many adds in one kernel
+// round trip. errs (len >= len(entries)) receives each entry's error; the
+// returned error concerns the whole batch. The writer uses it when bans
+// queue up faster than single writes drain them.
+type BatchAdder interface {
+	AddBatch(ctx context.Context, entries []Entry, errs []error) error
+}
+
 // Entry is one entry held by a backend.
 type Entry struct {
 	Prefix  netip.Prefix

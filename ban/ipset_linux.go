@@ -24,12 +24,18 @@ type Ipset struct {
 	h      *netlink.Handle
 	type6  string
 	closed bool
+
+	bmu  sync.Mutex // batch socket, see ipset_batch_linux.go
+	bs   *nl.NetlinkSocket
+	seq  uint32
+	bbuf []byte
 }
 
 var (
-	_ Firewall = (*Ipset)(nil)
-	_ Lister   = (*Ipset)(nil)
-	_ Ensurer  = (*Ipset)(nil)
+	_ Firewall   = (*Ipset)(nil)
+	_ Lister     = (*Ipset)(nil)
+	_ Ensurer    = (*Ipset)(nil)
+	_ BatchAdder = (*Ipset)(nil)
 )
 
 // NewIpset opens the netlink handle and creates the sets when missing. An
@@ -67,6 +73,22 @@ func NewIpset(o IpsetOptions) (*Ipset, error) {
 		h.Close()
 		return nil, err
 	}
+	ns := netns.None()
+	if o.NetNS > 0 {
+		ns = netns.NsHandle(o.NetNS)
+	}
+	bs, err := nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_NETFILTER)
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("ipset: netlink batch socket: %w", permHint(err))
+	}
+	tv := unix.NsecToTimeval(o.Timeout.Nanoseconds())
+	bs.SetSendTimeout(&tv)
+	bs.SetReceiveTimeout(&tv)
+	bs.SetReceiveBufferSize(1<<20, false)
+	// errors need not echo the request: a batch of failures stays small
+	unix.SetsockoptInt(bs.GetFd(), unix.SOL_NETLINK, unix.NETLINK_CAP_ACK, 1)
+	s.bs = bs
 	return s, nil
 }
 
@@ -326,6 +348,12 @@ func (s *Ipset) Close() error {
 	if !s.closed {
 		s.closed = true
 		s.h.Close()
+		s.bmu.Lock()
+		if s.bs != nil {
+			s.bs.Close()
+			s.bs = nil
+		}
+		s.bmu.Unlock()
 	}
 	return nil
 }

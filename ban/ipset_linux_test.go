@@ -294,3 +294,58 @@ func TestIpsetJailRestartAndResync(t *testing.T) {
 		t.Fatal("still in the kernel")
 	}
 }
+
+func TestIpsetAddBatch(t *testing.T) {
+	ns := newNS(t, "ba")
+	s := newTestIpset(t, ns, IpsetOptions{MaxElem: 600, V6Prefix: 64})
+	ctx := context.Background()
+	var es []Entry
+	for i := range 500 {
+		es = append(es, Entry{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}), 32), Timeout: time.Duration(i+1) * time.Minute})
+	}
+	es = append(es,
+		Entry{Prefix: netip.MustParsePrefix("2001:db8:5::/64"), Timeout: time.Hour},
+		Entry{Prefix: netip.MustParsePrefix("2001:db8:6::1/128"), Timeout: 0},
+		Entry{Prefix: netip.MustParsePrefix("198.18.0.0/16")},                          // refused before the kernel
+		Entry{Prefix: netip.MustParsePrefix("198.18.0.1/32"), Timeout: 10 * time.Hour}, // refresh within the batch
+	)
+	errs := make([]error, len(es))
+	if err := s.AddBatch(ctx, es, errs); err != nil {
+		t.Fatal(err)
+	}
+	for i, err := range errs {
+		if (err != nil) != (i == 502) {
+			t.Fatalf("entry %d %s: %v", i, es[i].Prefix, err)
+		}
+	}
+	m4, m6 := kernelTimeouts(t, ns, "swt4"), kernelTimeouts(t, ns, "swt6")
+	if len(m4) != 500 || !near(m4["198.18.0.0"], 60, 3) || !near(m4["198.18.1.243"], 500*60, 3) || !near(m4["198.18.0.1"], 36000, 3) {
+		t.Fatalf("v4: %d entries, %v %v %v", len(m4), m4["198.18.0.0"], m4["198.18.1.243"], m4["198.18.0.1"])
+	}
+	if !near(m6["2001:db8:5::/64"], 3600, 3) {
+		t.Fatalf("v6: %v", m6)
+	}
+	if !strings.Contains(ns.exec(t, "ipset", "list", "swt6"), "2001:db8:6::1 timeout 0") {
+		t.Fatal("permanent v6 entry")
+	}
+	// past maxelem: the entries that do not fit fail one by one, the batch goes on
+	es = es[:0]
+	for i := range 200 {
+		es = append(es, Entry{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, 0, byte(i)}), 32), Timeout: time.Hour})
+	}
+	errs = make([]error, len(es))
+	if err := s.AddBatch(ctx, es, errs); err != nil {
+		t.Fatal(err)
+	}
+	full := 0
+	for _, err := range errs {
+		if errors.Is(err, ErrSetFull) {
+			full++
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if full != 100 || len(kernelTimeouts(t, ns, "swt4")) != 600 {
+		t.Fatalf("%d full errors, %d in the set", full, len(kernelTimeouts(t, ns, "swt4")))
+	}
+}

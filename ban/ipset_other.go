@@ -21,3 +21,6 @@ func (*Ipset) Ensure(context.Context) (int, error)                    { return 0
 func (*Ipset) Check(context.Context) error                            { return ErrNotSupported }
 func (*Ipset) Destroy() error                                         { return ErrNotSupported }
 func (*Ipset) Close() error                                           { return nil }
+
+func (*Ipset) AddBatch(context.Context, []Entry, []error) error { return ErrNotSupported }
+func (*Ipset) Flush() error                                     { return ErrNotSupported }

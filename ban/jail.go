@@ -72,6 +72,10 @@ type Jail struct {
 	active    map[netip.Addr]*offender // the banned subset of offenders
 
 	queue   chan op
+	wbuf    []op // writer goroutine scratch
+	ebuf    []Entry
+	ibuf    []int
+	errbuf  []error
 	running atomic.Bool
 	writeMu sync.Mutex // serialises backend calls (writer goroutine, or callers before Run)
 	dirty   atomic.Bool

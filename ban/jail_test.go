@@ -794,3 +794,71 @@ func TestConcurrentOffend(t *testing.T) {
 		t.Fatalf("%d offenders", n)
 	}
 }
+
+// batchFW is a DryRun that also takes batches, recording their sizes.
+type batchFW struct {
+	*DryRun
+	mu      sync.Mutex
+	batches []int
+}
+
+func (b *batchFW) AddBatch(ctx context.Context, es []Entry, errs []error) error {
+	b.mu.Lock()
+	b.batches = append(b.batches, len(es))
+	b.mu.Unlock()
+	for i, e := range es {
+		errs[i] = b.DryRun.Add(ctx, e.Prefix, e.Timeout)
+	}
+	return nil
+}
+
+func TestWriterBatches(t *testing.T) {
+	fw := &batchFW{DryRun: NewDryRun(DryRunOptions{MaxElem: 900})}
+	e := newEnv(t, Options{Firewall: fw, Now: time.Now, QueueSize: 2000})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- e.j.Run(ctx) }()
+	waitReady(t, e.j)
+	for i := range 1000 {
+		e.j.Offend(offense.Offense{IP: netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}), Rule: offense.Flood, Time: time.Now()})
+	}
+	// a manual unban queued behind the adds is applied after them, in order
+	if err := e.j.Unban(ctx, netip.MustParseAddr("198.18.0.5")); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	<-done
+	l, _ := fw.List(context.Background())
+	if len(l) != 899 || fw.Contains(netip.MustParsePrefix("198.18.0.5/32")) {
+		t.Fatalf("%d entries, unbanned one present: %v", len(l), fw.Contains(netip.MustParsePrefix("198.18.0.5/32")))
+	}
+	fw.mu.Lock()
+	total := 0
+	for _, n := range fw.batches {
+		total += n
+		if n > writerBatch || n < 2 {
+			t.Fatalf("batch of %d", n)
+		}
+	}
+	fw.mu.Unlock()
+	if total > 1000 {
+		t.Fatalf("batches %v", fw.batches)
+	}
+	if got := testutil.ToFloat64(e.j.m.errors.WithLabelValues("add")); got != 100 {
+		t.Fatalf("full-set errors %v", got)
+	}
+	var h dtoHist
+	if n := h.count(t, e.reg, "sipwarden_ban_latency_seconds"); n != 900 {
+		t.Fatalf("latency observations %d", n)
+	}
+}
+
+func waitReady(b testing.TB, j *Jail) {
+	for range 1000 {
+		if _, ok := j.Ready(); ok {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	b.Fatal("jail not ready")
+}

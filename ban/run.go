@@ -63,10 +63,7 @@ func (j *Jail) writer(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case o := <-j.queue:
-			err := j.apply(ctx, o)
-			if o.done != nil {
-				o.done <- err
-			}
+			j.drain(ctx, o)
 		case <-resync.C:
 			j.writeMu.Lock()
 			err := j.resyncLocked(ctx, false)
@@ -90,6 +87,95 @@ func (j *Jail) failPending() {
 			return
 		}
 	}
+}
+
+// writerBatch bounds how many queued writes go to the kernel together.
+const writerBatch = 256
+
+// drain handles first and, when the backend takes batches, whatever else is
+// already queued, in order: runs of automatic adds go as one batch.
+func (j *Jail) drain(ctx context.Context, first op) {
+	ba, _ := j.fw.(BatchAdder)
+	if ba == nil {
+		j.reply(first, j.apply(ctx, first))
+		return
+	}
+	ops := append(j.wbuf[:0], first)
+fill:
+	for len(ops) < writerBatch {
+		select {
+		case o := <-j.queue:
+			ops = append(ops, o)
+		default:
+			break fill
+		}
+	}
+	for i := 0; i < len(ops); {
+		k := i
+		for k < len(ops) && ops[k].kind == opAdd && ops[k].done == nil {
+			k++
+		}
+		switch {
+		case k-i > 1:
+			j.applyBatch(ctx, ba, ops[i:k])
+			i = k
+		default:
+			j.reply(ops[i], j.apply(ctx, ops[i]))
+			i++
+		}
+	}
+	clear(ops)
+	j.wbuf = ops[:0]
+}
+
+func (j *Jail) reply(o op, err error) {
+	if o.done != nil {
+		o.done <- err
+	}
+}
+
+func (j *Jail) applyBatch(ctx context.Context, ba BatchAdder, ops []op) {
+	j.writeMu.Lock()
+	defer j.writeMu.Unlock()
+	now := j.now()
+	entries := j.ebuf[:0]
+	idx := j.ibuf[:0]
+	for i, o := range ops {
+		var d time.Duration
+		if !o.expires.IsZero() {
+			if d = o.expires.Sub(now); d <= 0 {
+				continue
+			}
+			d = max(d, time.Second)
+		}
+		entries = append(entries, Entry{Prefix: o.prefix, Timeout: d})
+		idx = append(idx, i)
+	}
+	if cap(j.errbuf) < len(entries) {
+		j.errbuf = make([]error, writerBatch)
+	}
+	errs := j.errbuf[:len(entries)]
+	err := ba.AddBatch(ctx, entries, errs)
+	done := time.Now()
+	var firstErr error
+	for n := range entries {
+		e := errs[n]
+		if err != nil {
+			e = err
+		}
+		if e != nil {
+			j.m.errors.WithLabelValues("add").Inc()
+			j.logErr("add", "ban not written to the backend", e, "ip", entries[n].Prefix.String())
+			if firstErr == nil && !errors.Is(e, ErrSetFull) {
+				firstErr = e
+			}
+			continue
+		}
+		j.m.latency.Observe(done.Sub(ops[idx[n]].seen).Seconds())
+	}
+	j.setHealth(firstErr)
+	j.ebuf, j.ibuf = entries[:0], idx[:0]
+	clear(errs)
 }
 
 // apply performs one backend write.

@@ -64,7 +64,7 @@ type Analyzer struct {
 	log    *slog.Logger
 	now    func() time.Time
 	parser *sipmsg.Parser
-	ua     *uaMatcher
+	ua     *seqMatcher
 	toll   *tollMatcher
 	table  *table
 	m      *metrics
@@ -263,11 +263,13 @@ func (a *Analyzer) message(p Packet, b []byte, t time.Time, now int64, sm *srcMe
 
 	var fired [2]offense.Offense
 	nf := 0
+	var sh *shard
+	var st *ipState
 	if kind == kindRequest {
 		// Pike: count before parsing; over the limit, stop parsing.
-		sh := a.table.shard(src)
+		sh = a.table.shard(src)
 		sh.mu.Lock()
-		st := a.table.get(sh, src, now)
+		st = a.table.get(sh, src, now)
 		if now-st.floodStart >= a.floodWin || now < st.floodStart-a.floodWin {
 			st.floodStart, st.floodCount, st.floodFired = now, 0, false
 		}
@@ -304,7 +306,7 @@ func (a *Analyzer) message(p Packet, b []byte, t time.Time, now int64, sm *srcMe
 		}
 	}
 	if m.request {
-		nf = a.requestRules(p, src, t, now, m, sc, fired[:])
+		nf = a.requestRules(p, src, t, now, m, sc, sh, st, fired[:])
 	} else {
 		nf = a.responseRules(p, dst, t, now, m, fired[:])
 	}
@@ -324,7 +326,9 @@ func (a *Analyzer) flooded(ip netip.Addr, now int64) bool {
 
 // requestRules runs the rules on a request from src. Offenses beyond the
 // two slots are emitted directly (rare).
-func (a *Analyzer) requestRules(p Packet, src netip.Addr, t time.Time, now int64, m *msgInfo, sc *scratch, out []offense.Offense) int {
+// st is src's state from the flood count (sh its shard, unlocked): if it was
+// evicted meanwhile, the update is lost, which is harmless.
+func (a *Analyzer) requestRules(p Packet, src netip.Addr, t time.Time, now int64, m *msgInfo, sc *scratch, sh *shard, st *ipState, out []offense.Offense) int {
 	n := 0
 	add := func(o offense.Offense) {
 		o.IP, o.Source, o.Time, o.Method = src, p.Source, t, string(m.method)
@@ -339,14 +343,15 @@ func (a *Analyzer) requestRules(p Packet, src netip.Addr, t time.Time, now int64
 		}
 	}
 	// scanner_user_agent
-	sc.hay = scannerHay(sc.hay[:0], m)
+	var text int
+	sc.hay, text = scannerHay(sc.hay[:0], m)
 	if sig := a.ua.match(sc.hay); sig != nil {
 		add(offense.Offense{Rule: offense.ScannerUserAgent, User: string(m.toUser),
 			Detail: truncate(string(sig)+": "+string(m.ua), 120)})
 	}
 	// sip_injection
 	if injectedUser(m.ruriUser) || injectedUser(m.fromUser) || injectedUser(m.toUser) || injectedUser(m.ctUser) ||
-		injectedText(m.fromDisp) || injectedText(m.toDisp) || injectedText(m.ua) {
+		injectedText(sc.hay[:text]) {
 		add(offense.Offense{Rule: offense.SIPInjection, User: string(m.toUser),
 			Detail: truncate("from "+string(m.fromUser)+" to "+string(m.ruriUser)+" ua "+string(m.ua), 120)})
 	}
@@ -365,9 +370,7 @@ func (a *Analyzer) requestRules(p Packet, src netip.Addr, t time.Time, now int64
 	default:
 		if len(m.toUser) > 0 {
 			h := maphash.Bytes(a.seed, m.toUser)
-			sh := a.table.shard(src)
 			sh.mu.Lock()
-			st := a.table.get(sh, src, now)
 			if now-st.scanStart >= a.scanWin || now < st.scanStart-a.scanWin {
 				st.scanStart, st.scanFired, st.scanUsers = now, false, st.scanUsers[:0]
 			}

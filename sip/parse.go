@@ -96,9 +96,7 @@ func fastScan(b []byte, m *msgInfo) bool {
 		}
 		name := line[:colon]
 		val := trimSP(line[colon+1:])
-		if !plainValue(val) {
-			return false
-		}
+		interpreted := true // generic headers never fail in sipgo; only values we read must be plain
 		switch {
 		case hdrIs(name, "via", "v"):
 			if !scanVia(val) {
@@ -168,6 +166,11 @@ func fastScan(b []byte, m *msgInfo) bool {
 			if n, ok := parseSeconds(val); ok {
 				m.expires = n
 			}
+		default:
+			interpreted = false
+		}
+		if interpreted && !plainValue(val) {
+			return false
 		}
 	}
 	// sipgo copies exactly Content-Length bytes (or the rest when absent).

@@ -1,36 +1,54 @@
 package sip
 
 import (
-	"bytes"
 	"net/netip"
 	"regexp"
 	"strings"
 )
 
-// uaMatcher finds a configured scanner signature in a lower-cased buffer.
-type uaMatcher struct {
-	pats [][]byte // lower-cased
+// seqMatcher finds any of a set of byte sequences in a haystack in one pass:
+// sequences are bucketed by their first byte, so most positions cost one
+// table lookup.
+type seqMatcher struct {
+	first [256][]int // sequence indexes by first byte
+	seqs  [][]byte
 }
 
-func newUAMatcher(list []string) *uaMatcher {
-	m := &uaMatcher{}
+func newSeqMatcher(list [][]byte) *seqMatcher {
+	m := &seqMatcher{}
 	for _, s := range list {
-		s = strings.ToLower(strings.TrimSpace(s))
-		if s != "" {
-			m.pats = append(m.pats, []byte(s))
+		if len(s) == 0 {
+			continue
 		}
+		m.first[s[0]] = append(m.first[s[0]], len(m.seqs))
+		m.seqs = append(m.seqs, s)
 	}
 	return m
 }
 
-// match returns the first signature found in hay (already lower-cased).
-func (m *uaMatcher) match(hay []byte) []byte {
-	for _, p := range m.pats {
-		if bytes.Contains(hay, p) {
-			return p
+// match returns the first sequence found in hay, or nil.
+func (m *seqMatcher) match(hay []byte) []byte {
+	for i, c := range hay {
+		for _, k := range m.first[c] {
+			s := m.seqs[k]
+			if len(hay)-i >= len(s) && string(hay[i:i+len(s)]) == string(s) {
+				return s
+			}
 		}
 	}
 	return nil
+}
+
+// newUAMatcher lower-cases the configured scanner signatures.
+func newUAMatcher(list []string) *seqMatcher {
+	var l [][]byte
+	for _, s := range list {
+		s = strings.ToLower(strings.TrimSpace(s))
+		if s != "" {
+			l = append(l, []byte(s))
+		}
+	}
+	return newSeqMatcher(l)
 }
 
 // appendLower appends the ASCII lower-case of b to dst, up to limit bytes in
@@ -48,14 +66,17 @@ func appendLower(dst, b []byte, limit int) []byte {
 	return dst
 }
 
-// scannerHay builds "ua\x00display\x00sip:user@host..." for uaMatcher.
-func scannerHay(dst []byte, m *msgInfo) []byte {
+// scannerHay builds "ua\x00display\x00display\x00sip:user@host..." for the
+// scanner matcher; the first text bytes (UA and display names) are also what
+// the injection text check reads.
+func scannerHay(dst []byte, m *msgInfo) (hay []byte, text int) {
 	const limit = 1024
 	dst = appendLower(dst, m.ua, limit)
 	dst = append(dst, 0)
 	dst = appendLower(dst, m.fromDisp, limit)
 	dst = append(dst, 0)
 	dst = appendLower(dst, m.toDisp, limit)
+	text = len(dst)
 	for _, u := range [...][2][]byte{{m.fromUser, m.fromHost}, {m.toUser, m.toHost}, {m.ctUser, m.ctHost}} {
 		if len(dst)+8 >= limit {
 			break
@@ -65,7 +86,7 @@ func scannerHay(dst []byte, m *msgInfo) []byte {
 		dst = append(dst, '@')
 		dst = appendLower(dst, u[1], limit)
 	}
-	return dst
+	return dst, text
 }
 
 // tollMatcher holds the compiled toll-fraud patterns.
@@ -123,14 +144,14 @@ func hostIsIP(h []byte) bool {
 // normal, so only unmistakable payloads count there.
 var (
 	userBadBytes = class("'\"`;|<>$(){}\\")
-	userBadSeqs  = [][]byte{[]byte("--"), []byte("%27"), []byte("%22"), []byte("%60"), []byte("%3b"), []byte("%24"), []byte("%7c"), []byte("/*")}
-	textBadSeqs  = [][]byte{
+	userBadSeqs  = newSeqMatcher([][]byte{[]byte("--"), []byte("%27"), []byte("%22"), []byte("%60"), []byte("%3b"), []byte("%24"), []byte("%7c"), []byte("/*")})
+	textBadSeqs  = newSeqMatcher([][]byte{
 		[]byte("'--"), []byte("';"), []byte("' or "), []byte("\" or "), []byte("or 1=1"), []byte("' or'"),
 		[]byte("union select"), []byte("union all select"), []byte("%27"), []byte("%22"), []byte("`"),
 		[]byte("$("), []byte("${"), []byte(";--"), []byte("/*"), []byte("sleep("), []byte("benchmark("),
 		[]byte("<script"), []byte("; drop "), []byte(";drop "), []byte("xp_cmdshell"), []byte("| sh"), []byte("|sh"),
 		[]byte("&& "), []byte("; rm "), []byte(";rm "), []byte("wget "), []byte("curl "),
-	}
+	})
 )
 
 // injectedUser reports whether a URI user part carries an injection payload.
@@ -138,32 +159,24 @@ func injectedUser(u []byte) bool {
 	if len(u) == 0 {
 		return false
 	}
+	plain := true
 	for _, c := range u {
 		if userBadBytes[c] {
 			return true
 		}
-	}
-	var buf [256]byte
-	l := appendLower(buf[:0], u, len(buf))
-	for _, s := range userBadSeqs {
-		if bytes.Contains(l, s) {
-			return true
+		if c == '-' || c == '%' || c == '/' {
+			plain = false
 		}
 	}
-	return false
-}
-
-// injectedText reports whether free text carries an injection payload.
-func injectedText(t []byte) bool {
-	if len(t) == 0 {
+	if plain {
 		return false
 	}
-	var buf [512]byte
-	l := appendLower(buf[:0], t, len(buf))
-	for _, s := range textBadSeqs {
-		if bytes.Contains(l, s) {
-			return true
-		}
-	}
-	return false
+	var buf [256]byte
+	return userBadSeqs.match(appendLower(buf[:0], u, len(buf))) != nil
+}
+
+// injectedText reports whether lower-cased free text carries an injection
+// payload.
+func injectedText(lower []byte) bool {
+	return textBadSeqs.match(lower) != nil
 }

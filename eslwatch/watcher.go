@@ -77,7 +77,7 @@ type Watcher struct {
 	profiles map[string]bool
 	nodes    []*node
 	m        *metrics
-	testHook func(what string) // tests: called after each event ("event") and resync ("resync")
+	testHook func(what string) // tests: called after each event, resync and connect ("event", "resync", "ready")
 }
 
 type node struct {
@@ -300,6 +300,9 @@ func (w *Watcher) session(ctx context.Context, n *node, reconnect bool) (ready b
 	}
 	n.setReady(true, nil)
 	n.log.Info("event socket connected")
+	if w.testHook != nil {
+		w.testHook("ready")
+	}
 
 	t := time.NewTicker(w.opts.ResyncEvery)
 	defer t.Stop()

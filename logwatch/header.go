@@ -185,6 +185,12 @@ func syslogPrefix(b []byte) (int, []byte) {
 		}
 	case len(b) > 16 && b[3] == ' ' && b[6] == ' ' && b[9] == ':' && b[12] == ':' && month(b[:3]) > 0:
 		dn = 15
+		if b[dn] == '.' { // journalctl -o short-precise
+			dn++
+			for dn < len(b) && b[dn] >= '0' && b[dn] <= '9' {
+				dn++
+			}
+		}
 	default:
 		return 0, nil
 	}
@@ -297,7 +303,7 @@ func (p *Parser) syslogTime(b []byte) (time.Time, bool) {
 		}
 		return p.clock(y, c)
 	}
-	if len(b) == 15 {
+	if len(b) >= 15 && b[3] == ' ' {
 		mo := month(b[:3])
 		d := b[4:6]
 		if d[0] == ' ' {
@@ -307,10 +313,10 @@ func (p *Parser) syslogTime(b []byte) (time.Time, bool) {
 		if mo == 0 || !ok {
 			return time.Time{}, false
 		}
-		var buf [14]byte
+		var buf [32]byte
 		c := buf[:0]
 		c = append(c, byte('0'+int(mo)/10), byte('0'+int(mo)%10), '-', byte('0'+dd/10), byte('0'+dd%10), ' ')
-		c = append(c, b[7:15]...)
+		c = append(c, b[7:]...)
 		return p.yearless(c)
 	}
 	return time.Time{}, false

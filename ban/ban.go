@@ -14,6 +14,8 @@ import (
 	"errors"
 	"net/netip"
 	"time"
+
+	"github.com/sipwarden/sipwarden/offense"
 )
 
 // Firewall is what the jail needs from a ban backend. Add must refresh the
@@ -87,12 +89,12 @@ const MaxKernelTimeout = 2147483 * time.Second
 
 // Ban is one active ban as the API shows it.
 type Ban struct {
-	IP        string       `json:"ip"` // address, or CIDR for a prefix ban
-	Prefix    netip.Prefix `json:"-"`
-	Rule      string       `json:"rule"`
+	IP        netip.Addr   `json:"ip"`              // the address (for a prefix ban: the prefix's first address)
+	Prefix    netip.Prefix `json:"prefix,omitzero"` // set for IPv6 prefix bans (v6_prefix) only
+	Rule      string       `json:"rule"`            // the rule that crossed the threshold; "manual"; "kernel" (found in the set)
 	Reason    string       `json:"reason"`
 	CreatedAt time.Time    `json:"created_at"`
-	ExpiresAt time.Time    `json:"expires_at,omitzero"` // zero: permanent (adopted from a set without timeout)
+	ExpiresAt time.Time    `json:"expires_at,omitzero"` // zero: permanent (adopted from a set entry without timeout)
 	Count     int          `json:"count"`               // how many times this address has been banned
 }
 
@@ -106,14 +108,20 @@ const (
 
 // Offender is one tracked address as the API shows it.
 type Offender struct {
-	IP         string            `json:"ip"`
-	Score      float64           `json:"score"`
-	Offenses   map[string]uint32 `json:"offenses"`
-	State      string            `json:"state"`
-	Why        string            `json:"why,omitempty"` // for protected / never-ban: registered, static, loopback, own address, never_ban CIDR
-	User       string            `json:"user,omitempty"`
-	LastSeen   time.Time         `json:"last_seen,omitzero"`
-	Bans       int               `json:"bans"`                  // times banned (history kept across restarts)
-	BanSeconds float64           `json:"ban_seconds,omitempty"` // current or last ban duration
-	ExpiresAt  time.Time         `json:"expires_at,omitzero"`   // of the current ban
+	IP       netip.Addr           `json:"ip"`
+	Prefix   netip.Prefix         `json:"prefix,omitzero"` // set when IPv6 is scored per prefix
+	Score    float64              `json:"score"`
+	Offenses map[offense.Rule]int `json:"offenses"`
+	State    string               `json:"state"`
+	// Why, for protected and never-ban: registered, static (or the
+	// allowlist's reason), loopback, link-local, own address, never_ban CIDR.
+	Why      string    `json:"why,omitempty"`
+	User     string    `json:"user,omitempty"` // last user named in an offense
+	LastSeen time.Time `json:"last_seen,omitzero"`
+	// Bans counts the bans so far (history kept across restarts and after
+	// a ban expires: a replay's verdict is "ban" when Bans > 0).
+	Bans        int           `json:"bans"`
+	BanDuration time.Duration `json:"-"`                     // current or last ban
+	BanSeconds  float64       `json:"ban_seconds,omitempty"` // BanDuration in seconds
+	ExpiresAt   time.Time     `json:"expires_at,omitzero"`   // of the current ban
 }

@@ -21,7 +21,7 @@ func benchAddr(i int) netip.Addr {
 // BenchmarkIpsetAdd: one netlink add on the persistent handle.
 func BenchmarkIpsetAdd(b *testing.B) {
 	ns := newNS(b, "b")
-	s := newTestIpset(b, ns, IpsetOptions{MaxElem: 1 << 24})
+	s := newTestIPSet(b, ns, IPSetOptions{MaxElem: 1 << 24})
 	ctx := context.Background()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -35,7 +35,7 @@ func BenchmarkIpsetAdd(b *testing.B) {
 // BenchmarkIpsetAddBatch: adds in batches of 256 on the batch socket.
 func BenchmarkIpsetAddBatch(b *testing.B) {
 	ns := newNS(b, "b")
-	s := newTestIpset(b, ns, IpsetOptions{MaxElem: 1 << 24})
+	s := newTestIPSet(b, ns, IPSetOptions{MaxElem: 1 << 24})
 	ctx := context.Background()
 	es := make([]Entry, 0, 256)
 	errs := make([]error, 256)
@@ -98,7 +98,7 @@ func (c *countingFW) AddBatch(ctx context.Context, es []Entry, errs []error) err
 // -> kernel, b.N distinct attackers each banned by one offense.
 func BenchmarkBanThroughput(b *testing.B) {
 	ns := newNS(b, "t")
-	s := newTestIpset(b, ns, IpsetOptions{MaxElem: 1 << 24})
+	s := newTestIPSet(b, ns, IPSetOptions{MaxElem: 1 << 24})
 	fw := &countingFW{Firewall: s}
 	j, err := NewJail(Options{Firewall: fw, QueueSize: b.N + 1, MaxOffenders: b.N + 1, HostAddrs: func() ([]netip.Addr, error) { return nil, nil }})
 	if err != nil {
@@ -170,7 +170,7 @@ func TestBanSpeedReport(t *testing.T) {
 
 	// 1. the jail: decision + queue + netlink
 	ns := newNS(t, "s")
-	s := newTestIpset(t, ns, IpsetOptions{MaxElem: 1 << 20})
+	s := newTestIPSet(t, ns, IPSetOptions{MaxElem: 1 << 20})
 	fw := &countingFW{Firewall: s, done: make([]atomic.Int64, n)}
 	j, err := NewJail(Options{Firewall: fw, QueueSize: n + 1, MaxOffenders: n + 1, HostAddrs: func() ([]netip.Addr, error) { return nil, nil }})
 	if err != nil {

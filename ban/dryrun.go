@@ -23,8 +23,12 @@ type DryRun struct {
 	m   map[netip.Prefix]time.Time // expiry; zero = none
 }
 
-// NewDryRun returns an empty in-memory backend.
-func NewDryRun(o DryRunOptions) *DryRun {
+// NewDryRun returns an empty in-memory backend (at most one options value).
+func NewDryRun(opts ...DryRunOptions) *DryRun {
+	var o DryRunOptions
+	if len(opts) > 0 {
+		o = opts[0]
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}

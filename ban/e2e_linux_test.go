@@ -102,14 +102,14 @@ func (r *sipResponder) serve() {
 
 // recordingFW notes when each prefix reached the kernel.
 type recordingFW struct {
-	*Ipset
+	*IPSet
 	mu    sync.Mutex
 	added map[netip.Prefix]time.Time
 	ch    chan netip.Prefix
 }
 
 func (f *recordingFW) Add(ctx context.Context, p netip.Prefix, d time.Duration) error {
-	err := f.Ipset.Add(ctx, p, d)
+	err := f.IPSet.Add(ctx, p, d)
 	if err == nil {
 		f.mu.Lock()
 		if _, ok := f.added[p]; !ok {
@@ -171,9 +171,9 @@ func endToEnd(t *testing.T, weights map[offense.Rule]float64, tool []string) {
 	veth(t, d, o, "vo", "vd", "10.213.1.1/24", officeIP+"/24")
 	veth(t, d, a, "va", "vd", "10.213.2.1/24", attackerIP+"/24")
 
-	ips := newTestIpset(t, d, IpsetOptions{SetV4: "sw4", SetV6: "sw6"})
+	ips := newTestIPSet(t, d, IPSetOptions{SetV4: "sw4", SetV6: "sw6"})
 	d.exec(t, "iptables", "-I", "INPUT", "-p", "udp", "--dport", "5060", "-m", "set", "--match-set", "sw4", "src", "-j", "DROP")
-	fw := &recordingFW{Ipset: ips, added: map[netip.Prefix]time.Time{}, ch: make(chan netip.Prefix, 4)}
+	fw := &recordingFW{IPSet: ips, added: map[netip.Prefix]time.Time{}, ch: make(chan netip.Prefix, 4)}
 
 	al := allow{netip.MustParseAddr(officeIP): "registered"}
 	e := newEnv(t, Options{Firewall: fw, Allowlist: al, Now: time.Now, Weights: weights, Findtime: time.Minute})
@@ -247,7 +247,7 @@ func endToEnd(t *testing.T, weights map[offense.Rule]float64, tool []string) {
 		t.Fatalf("attacker not banned; tool output:\n%s\noffenders %+v", out.String(), e.j.Offenders())
 	}
 	bans := e.j.Bans()
-	if len(bans) != 1 || bans[0].IP != attackerIP {
+	if len(bans) != 1 || bans[0].IP.String() != attackerIP {
 		t.Fatalf("bans %+v", bans)
 	}
 	// threshold (the offense that crossed it, stamped when the packet was read) -> kernel entry
@@ -288,7 +288,7 @@ func endToEnd(t *testing.T, weights map[offense.Rule]float64, tool []string) {
 	}
 }
 
-func (s *Ipset) mustList(t *testing.T) string {
+func (s *IPSet) mustList(t *testing.T) string {
 	l, err := s.List(context.Background())
 	if err != nil {
 		t.Fatal(err)

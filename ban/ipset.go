@@ -5,11 +5,11 @@ import (
 	"time"
 )
 
-// IpsetOptions configures the ipset backend.
-type IpsetOptions struct {
+// IPSetOptions configures the ipset backend.
+type IPSetOptions struct {
 	SetV4   string // IPv4 set, hash:ip family inet (sipwarden4)
 	SetV6   string // IPv6 set, family inet6: hash:ip, or hash:net when V6Prefix > 0 (sipwarden6)
-	MaxElem uint32 // per set (65536)
+	MaxElem int    // per set (65536)
 	// V6Prefix > 0 (< 128) makes the IPv6 set hash:net so the jail can ban
 	// prefixes; it must match Options.V6Prefix of the jail.
 	V6Prefix int
@@ -20,7 +20,7 @@ type IpsetOptions struct {
 	Timeout time.Duration
 }
 
-func (o *IpsetOptions) defaults() error {
+func (o *IPSetOptions) defaults() error {
 	setDefault(&o.SetV4, "sipwarden4")
 	setDefault(&o.SetV6, "sipwarden6")
 	setDefault(&o.MaxElem, 65536)
@@ -33,6 +33,8 @@ func (o *IpsetOptions) defaults() error {
 		return fmt.Errorf("ipset: v6_prefix %d: must be 0..128", o.V6Prefix)
 	case len(o.SetV4) > 31 || len(o.SetV6) > 31:
 		return fmt.Errorf("ipset: set names are at most 31 bytes")
+	case o.MaxElem < 1 || o.MaxElem > 1<<31-1:
+		return fmt.Errorf("ipset: maxelem %d out of range", o.MaxElem)
 	case o.SetV4 == o.SetV6:
 		return fmt.Errorf("ipset: set_v4 and set_v6 must differ")
 	}

@@ -16,10 +16,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Ipset is the kernel backend: two ipsets written over one persistent
+// IPSet is the kernel backend: two ipsets written over one persistent
 // netlink handle (NETLINK_NETFILTER), never a process.
-type Ipset struct {
-	opt    IpsetOptions
+type IPSet struct {
+	opt    IPSetOptions
 	mu     sync.Mutex // the handle's socket serialises anyway; this guards Close
 	h      *netlink.Handle
 	type6  string
@@ -32,16 +32,16 @@ type Ipset struct {
 }
 
 var (
-	_ Firewall   = (*Ipset)(nil)
-	_ Lister     = (*Ipset)(nil)
-	_ Ensurer    = (*Ipset)(nil)
-	_ BatchAdder = (*Ipset)(nil)
+	_ Firewall   = (*IPSet)(nil)
+	_ Lister     = (*IPSet)(nil)
+	_ Ensurer    = (*IPSet)(nil)
+	_ BatchAdder = (*IPSet)(nil)
 )
 
-// NewIpset opens the netlink handle and creates the sets when missing. An
+// NewIPSet opens the netlink handle and creates the sets when missing. An
 // existing set of another type or family is an error (destroy it, or
 // rename the set in the config).
-func NewIpset(o IpsetOptions) (*Ipset, error) {
+func NewIPSet(o IPSetOptions) (*IPSet, error) {
 	if err := o.defaults(); err != nil {
 		return nil, err
 	}
@@ -61,7 +61,7 @@ func NewIpset(o IpsetOptions) (*Ipset, error) {
 		h.Close()
 		return nil, fmt.Errorf("ipset: %w", err)
 	}
-	s := &Ipset{opt: o, h: h, type6: "hash:ip"}
+	s := &IPSet{opt: o, h: h, type6: "hash:ip"}
 	if o.V6Prefix > 0 {
 		s.type6 = "hash:net"
 	}
@@ -124,7 +124,7 @@ func wrapKernel(err error, format string, args ...any) error {
 	return fmt.Errorf("%s: %w", msg, permHint(err))
 }
 
-func (s *Ipset) handle() (*netlink.Handle, error) {
+func (s *IPSet) handle() (*netlink.Handle, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -134,7 +134,7 @@ func (s *Ipset) handle() (*netlink.Handle, error) {
 }
 
 // Ensure creates the sets that do not exist and reports how many it made.
-func (s *Ipset) Ensure(context.Context) (int, error) {
+func (s *IPSet) Ensure(context.Context) (int, error) {
 	h, err := s.handle()
 	if err != nil {
 		return 0, err
@@ -151,7 +151,7 @@ func (s *Ipset) Ensure(context.Context) (int, error) {
 	for _, set := range sets {
 		err := guard(func() error {
 			return h.IpsetCreate(set.name, set.typ, netlink.IpsetCreateOptions{
-				Family: set.family, Timeout: &zero, MaxElements: s.opt.MaxElem,
+				Family: set.family, Timeout: &zero, MaxElements: uint32(s.opt.MaxElem),
 			})
 		})
 		switch {
@@ -165,7 +165,7 @@ func (s *Ipset) Ensure(context.Context) (int, error) {
 	return created, nil
 }
 
-func (s *Ipset) checkTypes() error {
+func (s *IPSet) checkTypes() error {
 	h, err := s.handle()
 	if err != nil {
 		return err
@@ -189,7 +189,7 @@ func (s *Ipset) checkTypes() error {
 	return nil
 }
 
-func (s *Ipset) entry(p netip.Prefix) (set string, e netlink.IPSetEntry, err error) {
+func (s *IPSet) entry(p netip.Prefix) (set string, e netlink.IPSetEntry, err error) {
 	if !p.IsValid() {
 		return "", e, fmt.Errorf("ipset: invalid prefix")
 	}
@@ -229,7 +229,7 @@ func timeoutSeconds(d time.Duration) uint32 {
 
 // Add puts p into its set for d (0: no timeout), refreshing the timeout of
 // an existing entry (-exist).
-func (s *Ipset) Add(_ context.Context, p netip.Prefix, d time.Duration) error {
+func (s *IPSet) Add(_ context.Context, p netip.Prefix, d time.Duration) error {
 	set, e, err := s.entry(p)
 	if err != nil {
 		return err
@@ -248,7 +248,7 @@ func (s *Ipset) Add(_ context.Context, p netip.Prefix, d time.Duration) error {
 }
 
 // Del removes p from its set; an absent entry is not an error.
-func (s *Ipset) Del(_ context.Context, p netip.Prefix) error {
+func (s *IPSet) Del(_ context.Context, p netip.Prefix) error {
 	set, e, err := s.entry(p)
 	if err != nil {
 		return err
@@ -267,7 +267,7 @@ func (s *Ipset) Del(_ context.Context, p netip.Prefix) error {
 // List reads both sets back. The kernel answers a dump in several netlink
 // messages for big sets; the library collects every NLM_F_MULTI part until
 // NLMSG_DONE and merges their entries (checked against NumEntries here).
-func (s *Ipset) List(context.Context) ([]Entry, error) {
+func (s *IPSet) List(context.Context) ([]Entry, error) {
 	h, err := s.handle()
 	if err != nil {
 		return nil, err
@@ -306,13 +306,13 @@ func (s *Ipset) List(context.Context) ([]Entry, error) {
 
 // Check is the readiness probe: the sets exist (one small create-if-absent
 // round trip per set; nothing is listed).
-func (s *Ipset) Check(ctx context.Context) error {
+func (s *IPSet) Check(ctx context.Context) error {
 	_, err := s.Ensure(ctx)
 	return err
 }
 
 // Flush empties both sets (tests and tools).
-func (s *Ipset) Flush() error {
+func (s *IPSet) Flush() error {
 	h, err := s.handle()
 	if err != nil {
 		return err
@@ -326,7 +326,7 @@ func (s *Ipset) Flush() error {
 }
 
 // Destroy removes both sets (they must not be referenced by a rule).
-func (s *Ipset) Destroy() error {
+func (s *IPSet) Destroy() error {
 	h, err := s.handle()
 	if err != nil {
 		return err
@@ -342,7 +342,7 @@ func (s *Ipset) Destroy() error {
 }
 
 // Close releases the netlink handle; the sets stay in the kernel.
-func (s *Ipset) Close() error {
+func (s *IPSet) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.closed {

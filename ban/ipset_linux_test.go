@@ -15,13 +15,13 @@ import (
 	"github.com/sipwarden/sipwarden/offense"
 )
 
-func newTestIpset(t testing.TB, ns *testNS, o IpsetOptions) *Ipset {
+func newTestIPSet(t testing.TB, ns *testNS, o IPSetOptions) *IPSet {
 	t.Helper()
 	o.NetNS = int(ns.H)
 	if o.SetV4 == "" {
 		o.SetV4, o.SetV6 = "swt4", "swt6"
 	}
-	s, err := NewIpset(o)
+	s, err := NewIPSet(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func near(got, want, slack int) bool { return got <= want && got >= want-slack }
 
 func TestIpsetKernel(t *testing.T) {
 	ns := newNS(t, "k")
-	s := newTestIpset(t, ns, IpsetOptions{MaxElem: 1000})
+	s := newTestIPSet(t, ns, IPSetOptions{MaxElem: 1000})
 	ctx := context.Background()
 
 	hdr := ns.exec(t, "ipset", "list", "-t")
@@ -113,20 +113,20 @@ func TestIpsetKernel(t *testing.T) {
 		t.Fatal("prefix accepted by hash:ip")
 	}
 	// a second backend on the existing sets (a restart) works and sees the entry
-	s2 := newTestIpset(t, ns, IpsetOptions{MaxElem: 1000})
+	s2 := newTestIPSet(t, ns, IPSetOptions{MaxElem: 1000})
 	if l, err := s2.List(ctx); err != nil || len(l) != 1 || l[0].Prefix != v6 {
 		t.Fatalf("after restart: %+v %v", l, err)
 	}
 	// an existing set of another type is refused
 	ns.exec(t, "ipset", "create", "other4", "hash:net", "timeout", "0")
-	if _, err := NewIpset(IpsetOptions{NetNS: int(ns.H), SetV4: "other4", SetV6: "other6"}); err == nil || !strings.Contains(err.Error(), "exists as hash:net") {
+	if _, err := NewIPSet(IPSetOptions{NetNS: int(ns.H), SetV4: "other4", SetV6: "other6"}); err == nil || !strings.Contains(err.Error(), "exists as hash:net") {
 		t.Fatalf("type mismatch: %v", err)
 	}
 }
 
 func TestIpsetV6Prefix(t *testing.T) {
 	ns := newNS(t, "p")
-	s := newTestIpset(t, ns, IpsetOptions{V6Prefix: 64})
+	s := newTestIPSet(t, ns, IPSetOptions{V6Prefix: 64})
 	ctx := context.Background()
 	if !strings.Contains(ns.exec(t, "ipset", "list", "swt6", "-t"), "Type: hash:net") {
 		t.Fatal("not hash:net")
@@ -150,7 +150,7 @@ func TestIpsetV6Prefix(t *testing.T) {
 
 func TestIpsetFullIsAnError(t *testing.T) {
 	ns := newNS(t, "f")
-	s := newTestIpset(t, ns, IpsetOptions{MaxElem: 4})
+	s := newTestIPSet(t, ns, IPSetOptions{MaxElem: 4})
 	ctx := context.Background()
 	var err error
 	for i := range 10 {
@@ -182,7 +182,7 @@ func TestIpsetFullIsAnError(t *testing.T) {
 
 func TestIpsetListMultiMessage(t *testing.T) {
 	ns := newNS(t, "m")
-	s := newTestIpset(t, ns, IpsetOptions{MaxElem: 100000})
+	s := newTestIPSet(t, ns, IPSetOptions{MaxElem: 100000})
 	ctx := context.Background()
 	const n = 40000 // far more than one netlink message (~64 KiB) holds
 	for i := range n {
@@ -215,7 +215,7 @@ func TestIpsetJailRestartAndResync(t *testing.T) {
 	ns := newNS(t, "r")
 	ctx := context.Background()
 	state := t.TempDir() + "/state.json"
-	s := newTestIpset(t, ns, IpsetOptions{})
+	s := newTestIPSet(t, ns, IPSetOptions{})
 
 	// first run: two bans, one manual
 	e := newEnv(t, Options{Firewall: s, Now: time.Now, StateFile: state})
@@ -247,7 +247,7 @@ func TestIpsetJailRestartAndResync(t *testing.T) {
 
 	// restart with the state file lost; an admin also added one by hand
 	ns.exec(t, "ipset", "add", "swt4", "198.51.100.9", "timeout", "600")
-	s2 := newTestIpset(t, ns, IpsetOptions{})
+	s2 := newTestIPSet(t, ns, IPSetOptions{})
 	e2 := newEnv(t, Options{Firewall: s2, Now: time.Now})
 	stop = run(e2.j)
 	defer stop()
@@ -256,7 +256,7 @@ func TestIpsetJailRestartAndResync(t *testing.T) {
 	}
 	got := map[string]Ban{}
 	for _, b := range e2.j.Bans() {
-		got[b.IP] = b
+		got[b.IP.String()] = b
 	}
 	if len(got) != 3 || got["198.51.100.9"].Rule != "kernel" || time.Until(got["2001:db8::2"].ExpiresAt) < 2*time.Hour-10*time.Second {
 		t.Fatalf("read back %+v", got)
@@ -297,7 +297,7 @@ func TestIpsetJailRestartAndResync(t *testing.T) {
 
 func TestIpsetAddBatch(t *testing.T) {
 	ns := newNS(t, "ba")
-	s := newTestIpset(t, ns, IpsetOptions{MaxElem: 600, V6Prefix: 64})
+	s := newTestIPSet(t, ns, IPSetOptions{MaxElem: 600, V6Prefix: 64})
 	ctx := context.Background()
 	var es []Entry
 	for i := range 500 {

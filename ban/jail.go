@@ -53,6 +53,9 @@ type Options struct {
 	// HostAddrs lists the host's own addresses, never banned (nil:
 	// net.InterfaceAddrs). Refreshed on every resync.
 	HostAddrs func() ([]netip.Addr, error)
+	// SkipHostAddrs leaves the host's addresses out of never-ban (replay:
+	// the replaying machine's addresses say nothing of the recording).
+	SkipHostAddrs bool
 }
 
 // Jail scores offenses per address and decides bans. It is safe for
@@ -170,6 +173,9 @@ func NewJail(o Options) (*Jail, error) {
 	}
 	if o.Firewall == nil {
 		o.Firewall = NewDryRun(DryRunOptions{Now: o.Now})
+	}
+	if o.SkipHostAddrs {
+		o.HostAddrs = func() ([]netip.Addr, error) { return nil, nil }
 	}
 	if o.HostAddrs == nil {
 		o.HostAddrs = interfaceAddrs
@@ -726,7 +732,7 @@ func (j *Jail) Bans() []Ban {
 		if b == nil || (!b.expires.IsZero() && !b.expires.After(now)) {
 			continue
 		}
-		out = append(out, Ban{IP: prefixString(b.prefix), Prefix: b.prefix, Rule: b.rule, Reason: b.reason,
+		out = append(out, Ban{IP: b.prefix.Addr(), Prefix: prefixField(b.prefix), Rule: b.rule, Reason: b.reason,
 			CreatedAt: b.created, ExpiresAt: b.expires, Count: of.hist.countOr1()})
 	}
 	j.mu.Unlock()
@@ -734,7 +740,7 @@ func (j *Jail) Bans() []Ban {
 		if !out[a].CreatedAt.Equal(out[b].CreatedAt) {
 			return out[a].CreatedAt.Before(out[b].CreatedAt)
 		}
-		return out[a].Prefix.Addr().Less(out[b].Prefix.Addr())
+		return out[a].IP.Less(out[b].IP)
 	})
 	return out
 }
@@ -746,11 +752,12 @@ func (h *history) countOr1() int {
 	return h.count
 }
 
-func prefixString(p netip.Prefix) string {
+// prefixField is p for a prefix ban, the zero Prefix for a single address.
+func prefixField(p netip.Prefix) netip.Prefix {
 	if p.Bits() == p.Addr().BitLen() {
-		return p.Addr().String()
+		return netip.Prefix{}
 	}
-	return p.String()
+	return p
 }
 
 // Offenders lists every tracked address with its live score, highest first.
@@ -763,18 +770,18 @@ func (j *Jail) Offenders() []Offender {
 	out := make([]Offender, 0, len(j.offenders))
 	for k, of := range j.offenders {
 		t := max(nn, of.last)
-		o := Offender{IP: prefixString(j.prefixOf(k)), Score: of.score(t, F), Offenses: make(map[string]uint32), User: of.user, State: StateWatching}
+		o := Offender{IP: k, Prefix: prefixField(j.prefixOf(k)), Score: of.score(t, F), Offenses: make(map[offense.Rule]int), User: of.user, State: StateWatching}
 		if of.last != 0 {
 			o.LastSeen = time.Unix(0, of.last)
 		}
 		for i, c := range of.counts {
 			if c > 0 {
-				o.Offenses[ruleName(i)] = c
+				o.Offenses[offense.Rule(ruleName(i))] = int(c)
 			}
 		}
 		if of.hist != nil {
 			o.Bans = of.hist.count
-			o.BanSeconds = of.hist.dur.Seconds()
+			o.BanDuration, o.BanSeconds = of.hist.dur, of.hist.dur.Seconds()
 		}
 		switch {
 		case of.ban != nil && (of.ban.expires.IsZero() || of.ban.expires.After(now)):
@@ -791,7 +798,7 @@ func (j *Jail) Offenders() []Offender {
 		if out[a].Score != out[b].Score {
 			return out[a].Score > out[b].Score
 		}
-		return out[a].IP < out[b].IP
+		return out[a].IP.Less(out[b].IP)
 	})
 	return out
 }

@@ -94,7 +94,7 @@ func (e *env) offend(ip string, r offense.Rule, at time.Duration) {
 
 func (e *env) state(ip string) Offender {
 	for _, o := range e.j.Offenders() {
-		if o.IP == ip {
+		if name(o.IP, o.Prefix) == ip {
 			return o
 		}
 	}
@@ -103,11 +103,18 @@ func (e *env) state(ip string) Offender {
 
 func (e *env) banned(ip string) bool {
 	for _, b := range e.j.Bans() {
-		if b.IP == ip {
+		if name(b.IP, b.Prefix) == ip {
 			return true
 		}
 	}
 	return false
+}
+
+func name(ip netip.Addr, p netip.Prefix) string {
+	if p.IsValid() {
+		return p.String()
+	}
+	return ip.String()
 }
 
 func TestScoringWindow(t *testing.T) {
@@ -196,7 +203,7 @@ func TestWeights(t *testing.T) {
 			if got := e.banned("203.0.113.9"); got != tc.want {
 				t.Fatalf("banned = %v, want %v", got, tc.want)
 			}
-			if got := e.state("203.0.113.9").Offenses; tc.rule.Known() && got[string(tc.rule)] != uint32(tc.n) {
+			if got := e.state("203.0.113.9").Offenses; tc.rule.Known() && got[tc.rule] != tc.n {
 				t.Fatalf("offenses %v", got)
 			}
 		})
@@ -675,7 +682,7 @@ func TestStateRoundTrip(t *testing.T) {
 	}
 	found := false
 	for _, b := range e2.j.Bans() {
-		if b.IP == "203.0.113.90" {
+		if b.IP.String() == "203.0.113.90" {
 			found = true
 			if b.Count != 2 || b.ExpiresAt.Sub(b.CreatedAt) != 2*time.Hour {
 				t.Fatalf("escalation lost: %+v", b)
@@ -747,10 +754,10 @@ func TestRestartRecoveryFromBackend(t *testing.T) {
 		t.Fatalf("adopted %+v", bans)
 	}
 	for _, b := range bans {
-		if b.IP == "203.0.113.100" && b.ExpiresAt != t0.Add(30*time.Minute) {
+		if b.IP.String() == "203.0.113.100" && b.ExpiresAt != t0.Add(30*time.Minute) {
 			t.Fatalf("expiry %+v", b)
 		}
-		if b.IP == "2001:db8::100" && !b.ExpiresAt.IsZero() {
+		if b.IP.String() == "2001:db8::100" && !b.ExpiresAt.IsZero() {
 			t.Fatalf("permanent %+v", b)
 		}
 	}

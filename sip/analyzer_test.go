@@ -5,7 +5,7 @@ import (
 	"context"
 	"net/netip"
 	"os"
-	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/sipwarden/sipwarden/offense"
+	"github.com/sipwarden/sipwarden/whitelist"
 )
 
 var (
@@ -223,4 +224,41 @@ func TestIsCapture(t *testing.T) {
 	}
 }
 
-var _ = strings.TrimSpace
+// The whitelist satisfies what the analyzer asks of a registrar, including
+// the optional removal.
+var (
+	_ Registrar           = (*whitelist.Whitelist)(nil)
+	_ registrationRemover = (*whitelist.Whitelist)(nil)
+)
+
+// Packet is safe for concurrent use (run with -race).
+func TestConcurrentPackets(t *testing.T) {
+	c := &collector{}
+	a := newTestAnalyzer(t, c, func(c *Config) { c.MaxTrackedIPs = 64 })
+	msgs := [][]byte{
+		req("OPTIONS", "sip:1@198.51.100.1", "User-Agent: friendly-scanner"),
+		resp("403 Forbidden", "2 REGISTER", "<sip:1000@198.51.100.1>"),
+		resp("200 OK", "2 REGISTER", "<sip:1000@198.51.100.1>", "Contact: <sip:1000@192.0.2.1>;expires=60"),
+		[]byte("garbage"),
+	}
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 2000; i++ {
+				ip := netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(i % 200)}), 5060)
+				m := msgs[(i+g)%len(msgs)]
+				p := Packet{Src: ip, Dst: pbx, Time: t0.Add(time.Duration(i) * time.Millisecond), Payload: m, Source: offense.SourceHEP}
+				if m[0] == 'S' {
+					p.Src, p.Dst = pbx, ip
+				}
+				a.Packet(p)
+			}
+		}()
+	}
+	wg.Wait()
+	if len(c.rules()) < 3 {
+		t.Errorf("%v", c.rules())
+	}
+}

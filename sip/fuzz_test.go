@@ -3,12 +3,15 @@ package sip
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"net/netip"
 	"os"
 	"testing"
 	"time"
 
 	sipmsg "github.com/emiago/sipgo/sip"
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/sipwarden/sipwarden/offense"
@@ -161,5 +164,120 @@ func TestReadCaptureTruncatedAndGarbage(t *testing.T) {
 	}
 	if _, err := ReadCapture(context.Background(), bytes.NewReader([]byte("2026-11-25 log line\n")), a); err == nil {
 		t.Error("garbage accepted")
+	}
+}
+
+// The lab capture rewritten into every container and link type ReadCapture
+// claims (pcapng, Linux cooked v1/v2, raw IP, BSD null, VLAN-tagged
+// Ethernet) gives the same verdicts as the original.
+func TestCaptureFormats(t *testing.T) {
+	fh, err := os.Open("testdata/office_roam_wire.pcap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	r, err := pcapgo.NewReader(fh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type rec struct {
+		ci   gopacket.CaptureInfo
+		data []byte
+	}
+	var recs []rec
+	for {
+		data, ci, err := r.ReadPacketData()
+		if err != nil {
+			break
+		}
+		recs = append(recs, rec{ci, data})
+	}
+	sll := func(eth []byte) []byte {
+		h := make([]byte, 16)
+		binary.BigEndian.PutUint16(h[2:], 1)
+		binary.BigEndian.PutUint16(h[4:], 6)
+		copy(h[6:], eth[6:12])
+		copy(h[14:], eth[12:14])
+		return append(h, eth[14:]...)
+	}
+	sll2 := func(eth []byte) []byte {
+		h := make([]byte, 20)
+		copy(h[0:], eth[12:14])
+		binary.BigEndian.PutUint32(h[4:], 2)
+		binary.BigEndian.PutUint16(h[8:], 1)
+		h[11] = 6
+		copy(h[12:], eth[6:12])
+		return append(h, eth[14:]...)
+	}
+	null := func(eth []byte) []byte {
+		h := binary.LittleEndian.AppendUint32(nil, 2)
+		return append(h, eth[14:]...)
+	}
+	vlan := func(eth []byte) []byte {
+		out := append([]byte{}, eth[:12]...)
+		out = append(out, 0x81, 0x00, 0x00, 0x64)
+		return append(out, eth[12:]...)
+	}
+	for _, tc := range []struct {
+		name string
+		link layers.LinkType
+		conv func([]byte) []byte
+		ng   bool
+	}{
+		{"pcapng ethernet", layers.LinkTypeEthernet, nil, true},
+		{"pcap sll", layers.LinkTypeLinuxSLL, sll, false},
+		{"pcapng sll2", layers.LinkTypeLinuxSLL2, sll2, true},
+		{"pcap raw", layers.LinkTypeRaw, func(e []byte) []byte { return e[14:] }, false},
+		{"pcap null", layers.LinkTypeNull, null, false},
+		{"pcap vlan", layers.LinkTypeEthernet, vlan, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			var write func(gopacket.CaptureInfo, []byte) error
+			flush := func() error { return nil }
+			if tc.ng {
+				w, err := pcapgo.NewNgWriter(&buf, tc.link)
+				if err != nil {
+					t.Fatal(err)
+				}
+				write, flush = w.WritePacket, w.Flush
+			} else {
+				w := pcapgo.NewWriter(&buf)
+				if err := w.WriteFileHeader(65536, tc.link); err != nil {
+					t.Fatal(err)
+				}
+				write = w.WritePacket
+			}
+			for _, rc := range recs {
+				if binary.BigEndian.Uint16(rc.data[12:14]) != 0x0800 && (tc.link == layers.LinkTypeRaw || tc.link == layers.LinkTypeNull) {
+					continue // ARP has no raw-IP or null form
+				}
+				d := rc.data
+				if tc.conv != nil {
+					d = tc.conv(d)
+				}
+				ci := rc.ci
+				ci.CaptureLength, ci.Length = len(d), len(d)
+				if err := write(ci, d); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := flush(); err != nil {
+				t.Fatal(err)
+			}
+			if !IsCapture(buf.Bytes()) {
+				t.Fatal("IsCapture false")
+			}
+			c := &collector{}
+			a := newTestAnalyzer(t, c, nil)
+			n, err := ReadCapture(context.Background(), bytes.NewReader(buf.Bytes()), a)
+			if err != nil || n == 0 {
+				t.Fatalf("ReadCapture %d %v", n, err)
+			}
+			got := c.count()
+			if got["10.77.0.10 auth_failure"] != 15 || len(got) != 1 || len(c.regs) != 4 {
+				t.Errorf("got %v, %d registrations", got, len(c.regs))
+			}
+		})
 	}
 }

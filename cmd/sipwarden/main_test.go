@@ -1,0 +1,222 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "sipwarden-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "sipwarden")
+	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// newNS creates a network namespace with loopback up and removes it at the end.
+func newNS(t *testing.T) string {
+	t.Helper()
+	name := fmt.Sprintf("swtest-cmd-%d-%d", os.Getpid(), time.Now().UnixNano()%1e6)
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	if out, err := exec.Command("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		t.Fatalf("lo up: %v: %s", err, out)
+	}
+	return name
+}
+
+// getInNS performs one HTTP GET from inside the namespace.
+func getInNS(t *testing.T, ns, url string) (int, string, error) {
+	t.Helper()
+	type result struct {
+		code int
+		body string
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // the thread is left in ns and discarded: never unlocked
+		h, err := netns.GetFromName(ns)
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		defer h.Close()
+		if err := netns.Set(h); err != nil {
+			ch <- result{err: err}
+			return
+		}
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		conn, err := net.DialTimeout("tcp", req.URL.Host, time.Second)
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(3 * time.Second))
+		req.Close = true
+		if err := req.Write(conn); err != nil {
+			ch <- result{err: err}
+			return
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		var b bytes.Buffer
+		b.ReadFrom(resp.Body)
+		resp.Body.Close()
+		ch <- result{code: resp.StatusCode, body: b.String()}
+	}()
+	r := <-ch
+	return r.code, r.body, r.err
+}
+
+// TestRunWithDefaults: `sipwarden run` with no config starts with the ipset
+// backend (in a fresh namespace, so the host's sets are untouched), serves
+// /healthz 200 and /readyz 503 (no FreeSWITCH), and stops cleanly on SIGTERM.
+func TestRunWithDefaults(t *testing.T) {
+	ns := newNS(t)
+	cmd := exec.Command("ip", "netns", "exec", ns, binary, "run")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+		}
+	})
+
+	deadline := time.Now().Add(10 * time.Second)
+	var code int
+	var err error
+	for time.Now().Before(deadline) {
+		if code, _, err = getInNS(t, ns, "http://127.0.0.1:9091/healthz"); err == nil {
+			break
+		}
+		select {
+		case e := <-exited:
+			t.Fatalf("daemon exited early: %v\n%s", e, stderr.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("/healthz = %d, %v\n%s", code, err, stderr.String())
+	}
+	code, body, err := getInNS(t, ns, "http://127.0.0.1:9091/readyz")
+	if err != nil || code != http.StatusServiceUnavailable || !strings.Contains(body, "esl") {
+		t.Fatalf("/readyz = %d %q, %v", code, body, err)
+	}
+	out, err := exec.Command("ip", "netns", "exec", ns, "ipset", "list", "-n").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "sipwarden4") || !strings.Contains(string(out), "sipwarden6") {
+		t.Errorf("kernel sets in the namespace: %q, %v", out, err)
+	}
+	code, body, err = getInNS(t, ns, "http://127.0.0.1:9091/metrics")
+	if err != nil || code != 200 || !strings.Contains(body, "sipwarden_esl_connected") {
+		t.Errorf("/metrics = %d, %v (esl_connected present: %v)", code, err, strings.Contains(body, "sipwarden_esl_connected"))
+	}
+
+	start := time.Now()
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no exit within 5 s of SIGTERM\n%s", stderr.String())
+	}
+	t.Logf("stopped %v after SIGTERM", time.Since(start).Round(time.Millisecond))
+}
+
+func TestBadConfigStartsNothing(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(p, []byte("jail:\n  maxretry: -1\n  findtime: 0s\nban:\n  backend: nope\napi:\n  listen: 127.0.0.1:1\n"), 0o600)
+	out, err := exec.Command(binary, "run", "-config", p).CombinedOutput()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() == 0 {
+		t.Fatalf("bad config: err = %v, output %s", err, out)
+	}
+	for _, key := range []string{"jail.maxretry", "jail.findtime", "ban.backend"} {
+		if !bytes.Contains(out, []byte(key)) {
+			t.Errorf("output does not name %s:\n%s", key, out)
+		}
+	}
+	if bytes.Contains(out, []byte("sipwarden running")) {
+		t.Errorf("daemon started on a bad config:\n%s", out)
+	}
+}
+
+func TestEveryCommandAnswersHelp(t *testing.T) {
+	for _, args := range [][]string{
+		{"run", "-h"}, {"replay", "-h"}, {"check", "-h"}, {"bans", "-h"},
+		{"bans", "list", "-h"}, {"bans", "add", "-h"}, {"bans", "del", "-h"}, {"-h"},
+	} {
+		out, err := exec.Command(binary, args...).CombinedOutput()
+		if err != nil {
+			t.Errorf("%v: %v\n%s", args, err, out)
+		}
+		if !bytes.Contains(bytes.ToLower(out), []byte("usage")) {
+			t.Errorf("%v: no usage text:\n%s", args, out)
+		}
+	}
+	out, err := exec.Command(binary, "version").CombinedOutput()
+	if err != nil || !bytes.Contains(out, []byte("sipwarden")) || !bytes.Contains(out, []byte("go1.")) {
+		t.Errorf("version: %v %s", err, out)
+	}
+}
+
+func TestCheckErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want int
+	}{
+		{"no ip", []string{"check"}, 2},
+		{"bad ip", []string{"check", "-api", "http://127.0.0.1:1", "not-an-ip"}, 2},
+		{"daemon down", []string{"check", "-api", "http://127.0.0.1:1", "192.0.2.1"}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := exec.Command(binary, tc.args...).Run()
+			code := 0
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			}
+			if code != tc.want {
+				t.Errorf("exit %d, want %d", code, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,389 @@
+// Package daemon wires sipwarden's components from a validated config and
+// owns their lifecycle: every long-running part runs under one errgroup and
+// stops when the context is cancelled. Data flows one way — sources ->
+// offenses -> jail -> decision (asks the whitelist) -> ban backend — and the
+// HTTP API and metrics only observe.
+//
+// It holds no detection or ban logic of its own.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sipwarden/sipwarden/api"
+	"github.com/sipwarden/sipwarden/ban"
+	"github.com/sipwarden/sipwarden/config"
+	"github.com/sipwarden/sipwarden/eslwatch"
+	"github.com/sipwarden/sipwarden/logwatch"
+	"github.com/sipwarden/sipwarden/offense"
+	"github.com/sipwarden/sipwarden/sip"
+	"github.com/sipwarden/sipwarden/whitelist"
+)
+
+// Version is set by the linker (-X) at release builds.
+var Version = "dev"
+
+// NewLogger builds sipwarden's logger from the log section.
+func NewLogger(c config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// NewRegistry returns a registry with the Go and process collectors.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace:   "sipwarden",
+		Name:        "build_info",
+		Help:        "Build information; always 1.",
+		ConstLabels: prometheus.Labels{"version": Version},
+	}, func() float64 { return 1 }))
+	return reg
+}
+
+// Daemon is the wired set of components.
+type Daemon struct {
+	cfg  config.Config
+	log  *slog.Logger
+	reg  *prometheus.Registry
+	mu   sync.Mutex // guards reloads
+	wl   *whitelist.Whitelist
+	jail *ban.Jail
+	esl  *eslwatch.Watcher
+	logs *logwatch.Follower
+	sipA *sip.Analyzer
+	hep  *sip.HEPListener
+	capt *sip.Capture
+	api  *api.Server
+	fw   ban.Firewall
+}
+
+// Options are the parts a caller may inject (tests, embedding).
+type Options struct {
+	Logger   *slog.Logger
+	Registry *prometheus.Registry
+	Stdin    io.Reader
+	// Firewall replaces the configured backend (tests).
+	Firewall ban.Firewall
+}
+
+// New builds every component the config asks for, binding listeners and
+// opening the ban backend, so that a missing privilege or a busy port fails
+// here with a one-line reason and nothing has started.
+func New(cfg config.Config, o Options) (*Daemon, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Registry == nil {
+		o.Registry = NewRegistry()
+	}
+	if o.Stdin == nil {
+		o.Stdin = os.Stdin
+	}
+	d := &Daemon{cfg: cfg, log: o.Logger, reg: o.Registry}
+	d.wl = whitelist.New(whitelist.Options{
+		Static:     config.Prefixes(cfg.Whitelist.Static),
+		Grace:      cfg.Whitelist.Grace,
+		Registerer: d.reg,
+	})
+
+	fw := o.Firewall
+	if fw == nil {
+		var err error
+		fw, err = newFirewall(cfg.Ban, d.reg)
+		if err != nil {
+			return nil, err
+		}
+	}
+	d.fw = fw
+	jopt := JailOptions(cfg)
+	jopt.Allowlist = d.wl
+	jopt.Firewall = fw
+	jopt.Logger = d.log
+	jopt.Registerer = d.reg
+	jopt.NeverBan = append(jopt.NeverBan, nodePrefixes(cfg.ESL)...)
+	jail, err := ban.NewJail(jopt)
+	if err != nil {
+		d.closeFirewall()
+		return nil, err
+	}
+	d.jail = jail
+	sink := offense.Sink(jail)
+
+	if !cfg.ESL.Disabled {
+		d.esl, err = eslwatch.New(eslwatch.Options{
+			Addresses:      cfg.ESL.Nodes(),
+			Password:       cfg.ESL.Password,
+			DialTimeout:    cfg.ESL.DialTimeout,
+			CommandTimeout: cfg.ESL.CommandTimeout,
+			ResyncEvery:    cfg.ESL.ResyncInterval,
+			BackoffMin:     cfg.ESL.BackoffMin,
+			BackoffMax:     cfg.ESL.BackoffMax,
+			MaxFrame:       cfg.ESL.MaxFrameBytes,
+			Profiles:       cfg.ESL.Profiles,
+			Whitelist:      d.wl,
+			Offenses:       sink,
+			Logger:         d.log,
+			Registerer:     d.reg,
+		})
+		if err != nil {
+			d.closeFirewall()
+			return nil, fmt.Errorf("esl: %w", err)
+		}
+	}
+	if len(cfg.Logs.Files) > 0 {
+		d.logs, err = logwatch.NewFollower(logwatch.Options{
+			Files:      cfg.Logs.Files,
+			FromStart:  cfg.Logs.FromStart,
+			MaxLine:    cfg.Logs.MaxLineBytes,
+			Poll:       cfg.Logs.PollInterval,
+			Stdin:      o.Stdin,
+			Sink:       sink,
+			Logger:     d.log,
+			Registerer: d.reg,
+		})
+		if err != nil {
+			d.closeFirewall()
+			return nil, fmt.Errorf("logs: %w", err)
+		}
+	}
+	if cfg.SIP.HEPListen != "" || cfg.SIP.CaptureInterface != "" {
+		d.sipA, err = sip.NewAnalyzer(sip.Options{
+			Config:     SIPConfig(cfg.SIP),
+			Sink:       sink,
+			Logger:     d.log,
+			Registerer: d.reg,
+		})
+		if err != nil {
+			d.closeFirewall()
+			return nil, fmt.Errorf("sip: %w", err)
+		}
+	}
+	if cfg.SIP.HEPListen != "" {
+		d.hep, err = sip.NewHEPListener(cfg.SIP.HEPListen, d.sipA, d.log, d.reg)
+		if err != nil {
+			d.closeFirewall()
+			return nil, fmt.Errorf("sip.hep_listen: %w", err)
+		}
+	}
+	if cfg.SIP.CaptureInterface != "" {
+		d.capt, err = sip.NewCapture(cfg.SIP.CaptureInterface, cfg.SIP.CapturePorts, d.sipA, d.log, d.reg)
+		if err != nil {
+			d.closeAll()
+			return nil, fmt.Errorf("sip.capture_interface: %w", err)
+		}
+	}
+	checks := []api.Check{{Name: "ban", Ready: d.jail.Ready}}
+	if d.esl != nil {
+		checks = append(checks, api.Check{Name: "esl", Ready: d.esl.Ready})
+	}
+	d.api, err = api.New(api.Options{
+		Listen:    cfg.API.Listen,
+		Token:     cfg.API.Token,
+		Whitelist: d.wl,
+		Jail:      d.jail,
+		Checks:    checks,
+		Gatherer:  d.reg,
+		Logger:    d.log,
+	})
+	if err != nil {
+		d.closeAll()
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *Daemon) closeFirewall() {
+	if c, ok := d.fw.(io.Closer); ok {
+		c.Close()
+	}
+}
+
+func (d *Daemon) closeAll() {
+	if d.hep != nil {
+		d.hep.Close()
+	}
+	d.closeFirewall()
+}
+
+// APIAddr is where the API listens.
+func (d *Daemon) APIAddr() net.Addr { return d.api.Addr() }
+
+// Whitelist exposes the live whitelist (tests, embedding).
+func (d *Daemon) Whitelist() *whitelist.Whitelist { return d.wl }
+
+// Jail exposes the jail (tests, embedding).
+func (d *Daemon) Jail() *ban.Jail { return d.jail }
+
+// Run runs every component until ctx is cancelled or one fails.
+func (d *Daemon) Run(ctx context.Context) error {
+	defer d.closeFirewall()
+	g, ctx := errgroup.WithContext(ctx)
+	run := func(name string, f func(context.Context) error) {
+		g.Go(func() error {
+			if err := f(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			return nil
+		})
+	}
+	run("whitelist", d.wl.Run)
+	run("jail", d.jail.Run)
+	run("api", d.api.Run)
+	if d.esl != nil {
+		run("esl", d.esl.Run)
+	}
+	if d.logs != nil {
+		run("logs", d.logs.Run)
+	}
+	if d.hep != nil {
+		run("hep", d.hep.Run)
+	}
+	if d.capt != nil {
+		run("capture", d.capt.Run)
+	}
+	d.log.Info("sipwarden running", "api", d.api.Addr().String(), "ban_backend", d.cfg.Ban.Backend,
+		"esl", strings.Join(d.cfg.ESL.Nodes(), ","), "logs", len(d.cfg.Logs.Files),
+		"hep", d.cfg.SIP.HEPListen, "capture", d.cfg.SIP.CaptureInterface)
+	err := g.Wait()
+	d.log.Info("sipwarden stopped", "error", err)
+	return err
+}
+
+// Reload applies a new, validated config to what can change live: jail
+// thresholds, weights and never-ban list, and the static whitelist. It
+// returns the keys whose change needs a restart.
+func (d *Daemon) Reload(cfg config.Config) []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	jopt := JailOptions(cfg)
+	d.jail.SetPolicy(ban.Policy{
+		Findtime:   jopt.Findtime,
+		MaxRetry:   jopt.MaxRetry,
+		Bantime:    jopt.Bantime,
+		MaxBantime: jopt.MaxBantime,
+		Factor:     jopt.Factor,
+		Weights:    jopt.Weights,
+		NeverBan:   append(jopt.NeverBan, nodePrefixes(cfg.ESL)...),
+	})
+	d.wl.SetStatic(config.Prefixes(cfg.Whitelist.Static))
+	var restart []string
+	old := d.cfg
+	if fmt.Sprint(old.ESL) != fmt.Sprint(cfg.ESL) {
+		restart = append(restart, "esl")
+	}
+	if fmt.Sprint(old.Logs) != fmt.Sprint(cfg.Logs) {
+		restart = append(restart, "logs")
+	}
+	if fmt.Sprint(old.SIP) != fmt.Sprint(cfg.SIP) {
+		restart = append(restart, "sip")
+	}
+	if old.Ban != cfg.Ban {
+		restart = append(restart, "ban")
+	}
+	if old.API != cfg.API {
+		restart = append(restart, "api")
+	}
+	d.cfg = cfg
+	return restart
+}
+
+// JailOptions maps the config onto the jail's options (no backend, no
+// allowlist: the caller wires those).
+func JailOptions(cfg config.Config) ban.Options {
+	weights, disabled := cfg.RuleWeights()
+	w := make(map[offense.Rule]float64, len(offense.Rules))
+	for _, r := range offense.Rules {
+		if v, ok := ban.DefaultWeights[r]; ok {
+			w[r] = v
+		}
+	}
+	if v, ok := w[offense.ScannerUserAgent]; ok && v < cfg.Jail.MaxRetry {
+		w[offense.ScannerUserAgent] = cfg.Jail.MaxRetry // one scanner message bans
+	}
+	for r, v := range weights {
+		w[r] = v
+	}
+	for r := range disabled {
+		delete(w, r)
+	}
+	return ban.Options{
+		Findtime:     cfg.Jail.Findtime,
+		MaxRetry:     cfg.Jail.MaxRetry,
+		Bantime:      cfg.Jail.Bantime,
+		MaxBantime:   cfg.Jail.MaxBantime,
+		Factor:       cfg.Jail.Factor,
+		Weights:      w,
+		MaxOffenders: cfg.Jail.MaxOffenders,
+		NeverBan:     config.Prefixes(cfg.NeverBan),
+		V6Prefix:     cfg.Ban.V6Prefix,
+		StateFile:    cfg.Jail.StateFile,
+	}
+}
+
+// SIPConfig maps the sip section onto the analyzer's config.
+func SIPConfig(c config.SIP) sip.Config {
+	sc := sip.DefaultConfig()
+	if len(c.ScannerUserAgents) > 0 {
+		sc.ScannerUserAgents = c.ScannerUserAgents
+	}
+	if len(c.TollPatterns) > 0 {
+		sc.TollPatterns = c.TollPatterns
+	}
+	sc.FloodRequests = c.FloodRequests
+	sc.FloodWindow = c.FloodWindow
+	sc.ScanUsers = c.ScanUsers
+	sc.ScanWindow = c.ScanWindow
+	return sc
+}
+
+var hostOnly = regexp.MustCompile(`^\[?([^\]]+)\]?:\d+$`)
+
+// nodePrefixes returns the FreeSWITCH nodes' addresses: they are never
+// banned (a resolvable name is looked up once at start).
+func nodePrefixes(e config.ESL) []netip.Prefix {
+	var out []netip.Prefix
+	for _, a := range e.Nodes() {
+		m := hostOnly.FindStringSubmatch(a)
+		if m == nil {
+			continue
+		}
+		if ip, err := netip.ParseAddr(m[1]); err == nil {
+			ip = ip.Unmap()
+			out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", m[1])
+		cancel()
+		if err != nil {
+			continue
+		}
+		for _, ip := range ips {
+			ip = ip.Unmap()
+			out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
+		}
+	}
+	return out
+}

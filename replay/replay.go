@@ -1,0 +1,321 @@
+// Package replay runs recorded evidence — FreeSWITCH logs (plain or .gz)
+// and pcap/pcapng captures — through the same analyzers, jail and decision
+// as the daemon, with time taken from the records, and reports one verdict
+// per source address. It bans nothing: the jail gets a dry-run backend.
+package replay
+
+import (
+	"bufio"
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sipwarden/sipwarden/ban"
+	"github.com/sipwarden/sipwarden/config"
+	"github.com/sipwarden/sipwarden/daemon"
+	"github.com/sipwarden/sipwarden/eslwatch"
+	"github.com/sipwarden/sipwarden/logwatch"
+	"github.com/sipwarden/sipwarden/offense"
+	"github.com/sipwarden/sipwarden/sip"
+	"github.com/sipwarden/sipwarden/whitelist"
+)
+
+// Verdicts, as SPEC.md names them.
+const (
+	VerdictBan            = "ban"
+	VerdictProtected      = "protected"
+	VerdictNeverBan       = "never-ban"
+	VerdictBelowThreshold = "below-threshold"
+)
+
+// Options configures a replay.
+type Options struct {
+	Config        config.Config
+	Files         []string
+	Registrations string    // `show registrations as json` output; optional
+	Progress      io.Writer // progress lines for long inputs; nil for none
+	// Now is used for year inference of year-less log lines; default time.Now.
+	Now func() time.Time
+}
+
+// Row is one source address's verdict.
+type Row struct {
+	IP         netip.Addr     `json:"ip"`
+	Offenses   map[string]int `json:"offenses"`
+	Score      float64        `json:"score"`
+	Verdict    string         `json:"verdict"`
+	BanSeconds int64          `json:"ban_seconds"`
+	Why        string         `json:"why,omitempty"`
+}
+
+// Report is the result of a replay.
+type Report struct {
+	Rows     []Row
+	Lines    int64 // log lines read
+	Packets  int   // capture packets read
+	Offenses int   // offenses found
+}
+
+// clock is the replay's "now": the time of the record being judged.
+type clock struct{ ns atomic.Int64 }
+
+func (c *clock) now() time.Time { return time.Unix(0, c.ns.Load()) }
+func (c *clock) set(t time.Time) {
+	if !t.IsZero() {
+		c.ns.Store(t.UnixNano())
+	}
+}
+
+// Run replays the files and returns the verdicts, ordered by verdict
+// severity then score.
+func Run(ctx context.Context, o Options) (*Report, error) {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	reg := prometheus.NewRegistry()
+	clk := &clock{}
+	clk.set(o.Now())
+	wl := whitelist.New(whitelist.Options{
+		Static:     config.Prefixes(o.Config.Whitelist.Static),
+		Grace:      o.Config.Whitelist.Grace,
+		Now:        clk.now,
+		Registerer: reg,
+	})
+	if o.Registrations != "" {
+		data, err := os.ReadFile(o.Registrations)
+		if err != nil {
+			return nil, fmt.Errorf("registrations: %w", err)
+		}
+		regs, _, err := eslwatch.ParseRegistrations(data, "replay")
+		if err != nil {
+			return nil, fmt.Errorf("registrations %s: %w", o.Registrations, err)
+		}
+		for _, r := range regs {
+			wl.Upsert(r)
+		}
+	}
+
+	var mu sync.Mutex
+	var found []offense.Offense
+	collect := offense.SinkFunc(func(of offense.Offense) {
+		mu.Lock()
+		found = append(found, of)
+		mu.Unlock()
+	})
+	analyzer, err := sip.NewAnalyzer(sip.Options{
+		Config:        daemon.SIPConfig(o.Config.SIP),
+		Sink:          collect,
+		Registrations: wl,
+		Registerer:    reg,
+		Now:           clk.now,
+	})
+	if err != nil {
+		return nil, err
+	}
+	parser := logwatch.NewParser(o.Now)
+	rep := &Report{}
+	for _, path := range o.Files {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if err := replayFile(ctx, path, parser, analyzer, collect, rep, o.Progress); err != nil {
+			return nil, err
+		}
+	}
+
+	// Judge in time order across all files, each offense at its own time.
+	slices.SortStableFunc(found, func(a, b offense.Offense) int { return a.Time.Compare(b.Time) })
+	jopt := daemon.JailOptions(o.Config)
+	jopt.StateFile = ""
+	jopt.Allowlist = wl
+	jopt.Firewall = ban.NewDryRun(ban.DryRunOptions{Now: clk.now})
+	jopt.Registerer = reg
+	jopt.Now = clk.now
+	// The replaying machine's own addresses say nothing of the recording.
+	jopt.HostAddrs = func() ([]netip.Addr, error) { return nil, nil }
+	jail, err := ban.NewJail(jopt)
+	if err != nil {
+		return nil, err
+	}
+	for _, of := range found {
+		clk.set(of.Time)
+		jail.Offend(of)
+	}
+	rep.Offenses = len(found)
+	rep.Rows = rows(jail.Offenders())
+	return rep, nil
+}
+
+func replayFile(ctx context.Context, path string, parser *logwatch.Parser, a *sip.Analyzer, sink offense.Sink, rep *Report, progress io.Writer) error {
+	rc, err := logwatch.Open(path)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	var size int64
+	if st, err := os.Stat(path); err == nil {
+		size = st.Size()
+	}
+	cr := &countingReader{r: rc}
+	stop := startProgress(progress, path, cr, size)
+	defer stop()
+	br := bufio.NewReaderSize(cr, 256<<10)
+	head, _ := br.Peek(64)
+	if sip.IsCapture(head) {
+		n, err := sip.ReadCapture(ctx, br, a)
+		rep.Packets += n
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		return nil
+	}
+	n, err := logwatch.Scan(ctx, br, parser, sink, nil)
+	rep.Lines += n
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// startProgress reports on w every 2 s while a file is read; nothing for
+// inputs that finish sooner.
+func startProgress(w io.Writer, path string, cr *countingReader, size int64) (stop func()) {
+	if w == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				mb := float64(cr.n.Load()) / (1 << 20)
+				fmt.Fprintf(w, "replay: %s: %.1f MiB read (file %.1f MiB)\n", path, mb, float64(size)/(1<<20))
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+func rows(offenders []ban.Offender) []Row {
+	out := make([]Row, 0, len(offenders))
+	for _, of := range offenders {
+		r := Row{IP: of.IP, Offenses: map[string]int{}, Score: of.Score, Why: of.Why}
+		for rule, n := range of.Offenses {
+			r.Offenses[string(rule)] = n
+		}
+		switch of.State {
+		case ban.StateBanned:
+			r.Verdict = VerdictBan
+			r.BanSeconds = int64(of.BanDuration / time.Second)
+		case ban.StateProtected:
+			r.Verdict = VerdictProtected
+		case ban.StateNeverBan:
+			r.Verdict = VerdictNeverBan
+		default:
+			r.Verdict = VerdictBelowThreshold
+		}
+		out = append(out, r)
+	}
+	rank := map[string]int{VerdictBan: 0, VerdictProtected: 1, VerdictNeverBan: 2, VerdictBelowThreshold: 3}
+	sort.SliceStable(out, func(i, j int) bool {
+		if c := cmp.Compare(rank[out[i].Verdict], rank[out[j].Verdict]); c != 0 {
+			return c < 0
+		}
+		if out[i].Score != out[j].Score {
+			return out[i].Score > out[j].Score
+		}
+		return out[i].IP.Less(out[j].IP)
+	})
+	return out
+}
+
+// WriteJSON writes one object per line.
+func (r *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	for _, row := range r.Rows {
+		if err := enc.Encode(row); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// WriteTable writes a terminal-sized table and a summary line.
+func (r *Report) WriteTable(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "IP\tRULES HIT\tSCORE\tVERDICT\tBAN\tWHY")
+	for _, row := range r.Rows {
+		ban := "-"
+		if row.BanSeconds > 0 {
+			ban = (time.Duration(row.BanSeconds) * time.Second).String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%s\t%s\t%s\n", row.IP, rulesHit(row.Offenses), row.Score, row.Verdict, ban, clip(row.Why, 70))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	counts := map[string]int{}
+	for _, row := range r.Rows {
+		counts[row.Verdict]++
+	}
+	_, err := fmt.Fprintf(w, "\n%d sources: %d ban, %d protected, %d never-ban, %d below-threshold (%d log lines, %d packets, %d offenses)\n",
+		len(r.Rows), counts[VerdictBan], counts[VerdictProtected], counts[VerdictNeverBan], counts[VerdictBelowThreshold],
+		r.Lines, r.Packets, r.Offenses)
+	return err
+}
+
+func rulesHit(m map[string]int) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if m[keys[i]] != m[keys[j]] {
+			return m[keys[i]] > m[keys[j]]
+		}
+		return keys[i] < keys[j]
+	})
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s x%d", k, m[k])
+	}
+	return clip(strings.Join(parts, ", "), 60)
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-1] + "…"
+}

@@ -235,8 +235,17 @@ func (p *Parser) lineTime(h *header) (time.Time, bool) {
 
 func (p *Parser) fsTime(b []byte) (time.Time, bool) {
 	if len(b) >= 19 && b[4] == '-' {
+		// Offenses come in bursts: reuse the last second's conversion.
+		if p.secOK && string(b[:19]) == string(p.sec[:]) {
+			ns, ok := frac(b[19:])
+			return p.secTime.Add(time.Duration(ns)), ok
+		}
 		y, ok1 := num(b[0:4])
 		t, ok2 := p.clock(y, b[5:])
+		if ok1 && ok2 {
+			copy(p.sec[:], b[:19])
+			p.secTime, p.secOK = t.Truncate(time.Second), true
+		}
 		return t, ok1 && ok2
 	}
 	return p.yearless(b)

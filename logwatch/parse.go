@@ -26,6 +26,11 @@ type Parser struct {
 	strs    [internSlots]string
 	scratch []byte
 
+	// The last "YYYY-MM-DD HH:MM:SS" converted, and its time.
+	sec     [19]byte
+	secTime time.Time
+	secOK   bool
+
 	sess [sessionSlots]session
 }
 
@@ -68,6 +73,7 @@ func (p *Parser) SetLocation(loc *time.Location) {
 		loc = time.Local
 	}
 	p.loc = loc
+	p.secOK = false
 }
 
 // SetPublicContexts sets the dialplan contexts whose unrouted calls are
@@ -186,8 +192,8 @@ func (p *Parser) authLine(h *header) (offense.Offense, bool) {
 	rest = rest[q+len(litForBracket):]
 	// The address is the last word; the bracket, which a client fills,
 	// cannot push anything after it.
-	f := bytes.LastIndex(rest, litFromIP)
-	if f < 0 {
+	f, ok := lastWord(rest, litFromIP)
+	if !ok {
 		return p.fail()
 	}
 	ip, ok := parseIP(rest[f+len(litFromIP):])
@@ -207,8 +213,8 @@ func (p *Parser) authLine(h *header) (offense.Offense, bool) {
 // (the two continuation lines that follow carry no date and are ignored).
 func (p *Parser) unknownUser(h *header) (offense.Offense, bool) {
 	rest := h.msg[len(litCantFind):]
-	f := bytes.LastIndex(rest, litFrom)
-	if f < 0 {
+	f, ok := lastWord(rest, litFrom)
+	if !ok {
 		return p.fail()
 	}
 	ip, ok := parseIP(rest[f+len(litFrom):])
@@ -395,6 +401,16 @@ func (p *Parser) intern(b []byte) string {
 func (p *Parser) intern2(prefix string, b []byte) string {
 	p.scratch = append(append(p.scratch[:0], prefix...), b...)
 	return p.intern(p.scratch)
+}
+
+// lastWord finds the last word of b, which must follow sep (ending with a
+// space): it returns where sep starts.
+func lastWord(b, sep []byte) (int, bool) {
+	sp := bytes.LastIndexByte(b, ' ')
+	if sp < 0 || !bytes.HasSuffix(b[:sp+1], sep) {
+		return 0, false
+	}
+	return sp + 1 - len(sep), true
 }
 
 // userPart returns the user of "user@host" (the whole text without '@').

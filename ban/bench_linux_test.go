@@ -2,6 +2,7 @@ package ban
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"net/netip"
 	"os/exec"
@@ -12,6 +13,11 @@ import (
 	"time"
 
 	"github.com/sipwarden/sipwarden/offense"
+)
+
+var (
+	speedN     = flag.Int("speed.n", 20000, "TestBanSpeedReport: bans through the jail and lines through ipset restore")
+	speedProcs = flag.Int("speed.procs", 200, "TestBanSpeedReport: ipset add processes")
 )
 
 func benchAddr(i int) netip.Addr {
@@ -161,10 +167,12 @@ func BenchmarkOffendHot(b *testing.B) {
 
 // TestBanSpeedReport compares the three ways to put n entries into a set
 // and measures offense -> kernel latency; numbers go to the log (-v).
+//
+//	go test -run TestBanSpeedReport -v ./ban -speed.n 100000 -speed.procs 1000
 func TestBanSpeedReport(t *testing.T) {
-	n := 20000
+	n := *speedN
 	if testing.Short() {
-		n = 2000
+		n = min(n, 2000)
 	}
 	ctx := context.Background()
 
@@ -215,7 +223,7 @@ func TestBanSpeedReport(t *testing.T) {
 	paced := latencies(fw2.done[:m], seen[:m])
 
 	// 2. one `ipset add` process per entry (as a fail2ban action does)
-	p := min(n, 500)
+	p := min(n, *speedProcs)
 	var procRate float64
 	if err := inNS(ns.H, func() error {
 		st := time.Now()

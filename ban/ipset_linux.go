@@ -16,8 +16,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// IPSet is the kernel backend: two ipsets written over one persistent
-// netlink handle (NETLINK_NETFILTER), never a process.
+// IPSet is the kernel backend: two ipsets written over netlink, never a
+// process. One persistent netlink.Handle (NETLINK_NETFILTER) does set
+// creation, single adds and deletes; one raw netlink socket next to it, in
+// the same namespace, carries batched adds and set dumps (see
+// ipset_batch_linux.go and ipset_dump_linux.go for why).
 type IPSet struct {
 	opt    IPSetOptions
 	mu     sync.Mutex // the handle's socket serialises anyway; this guards Close
@@ -65,14 +68,6 @@ func NewIPSet(o IPSetOptions) (*IPSet, error) {
 	if o.V6Prefix > 0 {
 		s.type6 = "hash:net"
 	}
-	if _, err := s.Ensure(context.Background()); err != nil {
-		h.Close()
-		return nil, err
-	}
-	if err := s.checkTypes(); err != nil {
-		h.Close()
-		return nil, err
-	}
 	ns := netns.None()
 	if o.NetNS > 0 {
 		ns = netns.NsHandle(o.NetNS)
@@ -80,7 +75,7 @@ func NewIPSet(o IPSetOptions) (*IPSet, error) {
 	bs, err := nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_NETFILTER)
 	if err != nil {
 		h.Close()
-		return nil, fmt.Errorf("ipset: netlink batch socket: %w", permHint(err))
+		return nil, fmt.Errorf("ipset: netlink socket: %w", permHint(err))
 	}
 	tv := unix.NsecToTimeval(o.Timeout.Nanoseconds())
 	bs.SetSendTimeout(&tv)
@@ -89,6 +84,14 @@ func NewIPSet(o IPSetOptions) (*IPSet, error) {
 	// errors need not echo the request: a batch of failures stays small
 	unix.SetsockoptInt(bs.GetFd(), unix.SOL_NETLINK, unix.NETLINK_CAP_ACK, 1)
 	s.bs = bs
+	if _, err := s.Ensure(context.Background()); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := s.checkTypes(); err != nil {
+		s.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -166,23 +169,19 @@ func (s *IPSet) Ensure(context.Context) (int, error) {
 }
 
 func (s *IPSet) checkTypes() error {
-	h, err := s.handle()
-	if err != nil {
-		return err
-	}
 	for _, want := range []struct {
 		name, typ string
 		family    uint8
 	}{{s.opt.SetV4, "hash:ip", unix.AF_INET}, {s.opt.SetV6, s.type6, unix.AF_INET6}} {
-		var r *netlink.IPSetResult
-		if err := guard(func() (err error) { r, err = h.IpsetList(want.name); return err }); err != nil {
+		info, err := s.dump(want.name)
+		if err != nil {
 			return wrapKernel(err, "ipset list %s", want.name)
 		}
-		if r.TypeName != want.typ || r.Family != want.family {
+		if info.typ != want.typ || info.family != want.family {
 			return fmt.Errorf("ipset: set %s exists as %s family %d, want %s family %d (destroy it or use another name)",
-				want.name, r.TypeName, r.Family, want.typ, want.family)
+				want.name, info.typ, info.family, want.typ, want.family)
 		}
-		if r.Timeout == nil {
+		if !info.hasTimeout {
 			return fmt.Errorf("ipset: set %s exists without timeout support (destroy it or use another name)", want.name)
 		}
 	}
@@ -264,41 +263,19 @@ func (s *IPSet) Del(_ context.Context, p netip.Prefix) error {
 	return nil
 }
 
-// List reads both sets back. The kernel answers a dump in several netlink
-// messages for big sets; the library collects every NLM_F_MULTI part until
-// NLMSG_DONE and merges their entries (checked against NumEntries here).
+// List reads both sets back (see ipset_dump_linux.go: a dump of a big set
+// comes in many netlink messages, all read until NLMSG_DONE).
 func (s *IPSet) List(context.Context) ([]Entry, error) {
-	h, err := s.handle()
-	if err != nil {
-		return nil, err
-	}
 	var out []Entry
 	for _, set := range []string{s.opt.SetV4, s.opt.SetV6} {
-		var r *netlink.IPSetResult
-		if err := guard(func() (err error) { r, err = h.IpsetList(set); return err }); err != nil {
+		info, err := s.dump(set)
+		if err != nil {
 			return nil, wrapKernel(err, "ipset list %s", set)
 		}
-		for _, e := range r.Entries {
-			a, ok := netip.AddrFromSlice(e.IP)
-			if !ok {
-				continue
-			}
-			a = a.Unmap()
-			bits := a.BitLen()
-			if e.CIDR != 0 && int(e.CIDR) < bits {
-				bits = int(e.CIDR)
-			}
-			en := Entry{Prefix: netip.PrefixFrom(a, bits).Masked()}
-			if e.Timeout != nil {
-				en.Timeout = time.Duration(*e.Timeout) * time.Second
-			}
-			out = append(out, en)
-		}
-		if uint32(len(r.Entries)) < r.NumEntries {
-			// entries may expire between the header and the dump; far fewer means a short read
-			if r.NumEntries-uint32(len(r.Entries)) > r.NumEntries/10+16 {
-				return nil, fmt.Errorf("ipset list %s: read %d of %d entries", set, len(r.Entries), r.NumEntries)
-			}
+		out = append(out, info.entries...)
+		if n := uint32(len(info.entries)); n < info.elements && info.elements-n > info.elements/10+16 {
+			// entries may expire between header and dump; far fewer is a short read
+			return nil, fmt.Errorf("ipset list %s: read %d of %d entries", set, n, info.elements)
 		}
 	}
 	return out, nil

@@ -1,9 +1,13 @@
 package ban
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log"
 	"net/netip"
+	"os"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -348,4 +352,50 @@ func TestIpsetAddBatch(t *testing.T) {
 	if full != 100 || len(kernelTimeouts(t, ns, "swt4")) != 600 {
 		t.Fatalf("%d full errors, %d in the set", full, len(kernelTimeouts(t, ns, "swt4")))
 	}
+}
+
+// Sets made beforehand by the ipset tool (examples/firewall/ipset.conf, at
+// boot) are newer revisions with more header attributes: accepted, read back.
+func TestIpsetSetsFromIpsetTool(t *testing.T) {
+	ns := newNS(t, "c")
+	cmd := exec.Command("ip", "netns", "exec", ns.Name, "ipset", "restore", "-exist")
+	cmd.Stdin = strings.NewReader("create sw4 hash:ip family inet timeout 0 maxelem 65536\ncreate sw6 hash:net family inet6 timeout 0 maxelem 65536\nadd sw4 192.0.2.77 timeout 500\nadd sw6 2001:db8:77::/64 timeout 600\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ipset restore: %v: %s", err, out)
+	}
+	var logged bytes.Buffer
+	log.SetOutput(&logged) // the netlink library prints unknown attributes here
+	defer log.SetOutput(os.Stderr)
+	s := newTestIPSet(t, ns, IPSetOptions{SetV4: "sw4", SetV6: "sw6", V6Prefix: 64})
+	l, err := s.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l) != 2 || l[0].Prefix != netip.MustParsePrefix("192.0.2.77/32") || l[1].Prefix != netip.MustParsePrefix("2001:db8:77::/64") ||
+		l[0].Timeout < 490*time.Second || l[1].Timeout < 590*time.Second {
+		t.Fatalf("list %+v", l)
+	}
+	if logged.Len() != 0 {
+		t.Fatalf("stray log lines: %s", logged.String())
+	}
+	// an hash:ip IPv6 set where prefixes are configured is refused with a reason
+	if _, err := NewIPSet(IPSetOptions{NetNS: int(ns.H), SetV4: "sw4", SetV6: "sw6"}); err == nil || !strings.Contains(err.Error(), "want hash:ip") {
+		t.Fatalf("v6 type mismatch: %v", err)
+	}
+}
+
+func FuzzParseSetDump(f *testing.F) {
+	f.Add(appendIpsetAdd(nil, 1, "sw4", []byte{192, 0, 2, 1}, 0, 60)[20:])
+	f.Add(appendIpsetAdd(nil, 1, "sw6", make([]byte, 16), 64, 0)[20:])
+	f.Add([]byte{8, 0, 8, 0x80, 4, 0, 7, 0x80})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var info setInfo
+		info.parse(b)
+		parseEntry(b)
+		for _, e := range info.entries {
+			if !e.Prefix.IsValid() {
+				t.Fatal("invalid prefix returned")
+			}
+		}
+	})
 }

@@ -869,3 +869,23 @@ func waitReady(b testing.TB, j *Jail) {
 	}
 	b.Fatal("jail not ready")
 }
+
+func FuzzReadState(f *testing.F) {
+	f.Add([]byte(`{"version":1,"offenders":[{"ip":"203.0.113.1","win_start":1,"cur":3,"counts":{"auth_failure":3},"bans":2,"ban":{"prefix":"203.0.113.1/32","rule":"flood","expires_at":"2100-01-01T00:00:00Z"}}]}`))
+	f.Add([]byte(`{"version":1,"offenders":[{"ip":"::1","ban":{"prefix":"bogus"}}]}`))
+	f.Add([]byte(`{"version":1`))
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		path := filepath.Join(dir, "state.json")
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		j, err := NewJail(Options{StateFile: path, SkipHostAddrs: true})
+		if j == nil {
+			t.Fatalf("no jail: %v", err)
+		}
+		j.Bans()
+		j.Offenders()
+		j.Offend(offense.Offense{IP: netip.MustParseAddr("203.0.113.1"), Rule: offense.Flood})
+	})
+}

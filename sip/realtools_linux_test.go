@@ -20,7 +20,8 @@ import (
 )
 
 // responder is a tiny UDP SIP server: 200 to OPTIONS and to REGISTER of
-// user 2000, 404 to everything else, nothing to ACK.
+// user 2000; for user 100 a digest challenge, then 403 to every answer; 404
+// to everything else; nothing to ACK.
 func responder(t *testing.T, ctx context.Context, conn *net.UDPConn, wg *sync.WaitGroup) {
 	wg.Add(1)
 	go func() {
@@ -49,11 +50,18 @@ func responder(t *testing.T, ctx context.Context, conn *net.UDPConn, wg *sync.Wa
 			}
 			status := "404 Not Found"
 			to := strings.Join(hdr("To", "t"), "")
+			auth := len(hdr("Authorization")) > 0
+			extra := ""
 			switch {
 			case method == "OPTIONS":
 				status = "200 OK"
 			case method == "REGISTER" && strings.Contains(to, "sip:2000@"):
 				status = "200 OK"
+			case method == "REGISTER" && strings.Contains(to, "sip:100@") && !auth:
+				status = "401 Unauthorized"
+				extra = "WWW-Authenticate: Digest realm=\"swtest\", nonce=\"" + fmt.Sprint(time.Now().UnixNano()) + "\", algorithm=MD5\r\n"
+			case method == "REGISTER" && strings.Contains(to, "sip:100@"):
+				status = "403 Forbidden" // every password is wrong
 			}
 			var b strings.Builder
 			b.WriteString("SIP/2.0 " + status + "\r\n")
@@ -73,6 +81,7 @@ func responder(t *testing.T, ctx context.Context, conn *net.UDPConn, wg *sync.Wa
 			if status == "200 OK" && method == "REGISTER" {
 				b.WriteString(fmt.Sprintf("Contact: <sip:2000@%s>;expires=3600\r\n", from))
 			}
+			b.WriteString(extra)
 			b.WriteString("User-Agent: swtest-responder\r\nContent-Length: 0\r\n\r\n")
 			conn.WriteToUDPAddrPort([]byte(b.String()), from)
 			if ctx.Err() != nil {
@@ -119,12 +128,12 @@ const sippRegister = `<?xml version="1.0" encoding="ISO-8859-1" ?>
 </scenario>
 `
 
-// TestRealTools runs SIPVicious svmap and svwar and a legitimate sipp
-// REGISTER from different 127.0.0.x sources against a responder on
+// TestRealTools runs SIPVicious svmap, svwar and svcrack, a sipp INVITE
+// flood and a legitimate sipp REGISTER from different 127.0.0.x sources against a responder on
 // 127.0.0.1, captured live on "lo" by the AF_PACKET source. It needs root
 // (CAP_NET_RAW) and the sipvicious and sip-tester packages: CI has both.
 func TestRealTools(t *testing.T) {
-	for _, bin := range []string{"svmap", "svwar", "sipp"} {
+	for _, bin := range []string{"svmap", "svwar", "svcrack", "sipp"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			t.Fatalf("%s not installed (apt-get install sipvicious sip-tester): %v", bin, err)
 		}
@@ -169,10 +178,11 @@ func TestRealTools(t *testing.T) {
 		cmd.Dir = t.TempDir()
 		cmd.Env = append(os.Environ(), "HOME="+cmd.Dir)
 		cmd.WaitDelay = 2 * time.Second
+		start := time.Now()
 		out, err := cmd.CombinedOutput()
-		t.Logf("%s %s:\n%s", name, strings.Join(args, " "), bytes.TrimSpace(out))
+		t.Logf("%s %s (%s):\n%s", name, strings.Join(args, " "), time.Since(start).Round(time.Millisecond), bytes.TrimSpace(out))
 		if err != nil && ctx.Err() != nil {
-			t.Fatalf("%s: %v", name, err)
+			t.Errorf("%s: %v", name, err)
 		}
 	}
 	p := fmt.Sprint(port)
@@ -184,18 +194,48 @@ func TestRealTools(t *testing.T) {
 	// A legitimate phone first, from 127.0.0.4.
 	run("sipp", "-sf", scenario, "-i", "127.0.0.4", "-p", "25060", "-m", "1", "-timeout", "10s", "-timeout_error",
 		"-nostdin", "127.0.0.5:"+p)
-	run("svmap", "-b", "127.0.0.2", "-p", p, "-t", "0.2", "127.0.0.5")
-	run("svwar", "-p", p, "-m", "REGISTER", "-e", "100-140", "-t", "0.2", "--force", "127.0.0.5")
+	// Then the attackers, in parallel to keep the test short.
+	attacks := [][]string{
+		{"svmap", "-b", "127.0.0.2", "-p", p, "-t", "0.2", "127.0.0.5"},
+		{"svwar", "-p", p, "-m", "REGISTER", "-e", "100-140", "-t", "0.2", "--maximumtime", "2", "--force", "127.0.0.5"},
+		{"svcrack", "-p", p, "-u", "100", "-r", "1-12", "-t", "0.2", "--maximumtime", "2", "127.0.0.5"},
+		// An INVITE flood to an international number from 127.0.0.6.
+		{"sipp", "-sn", "uac", "-s", "00972599123456", "-i", "127.0.0.6", "-p", "25066", "-r", "400", "-m", "120",
+			"-timeout", "5s", "-nostdin", "-trace_err", "-error_file", filepath.Join(t.TempDir(), "err.log"), "127.0.0.5:" + p},
+	}
+	var twg sync.WaitGroup
+	for _, cmd := range attacks {
+		twg.Add(1)
+		go func() { defer twg.Done(); run(cmd[0], cmd[1:]...) }()
+	}
+	twg.Wait()
 
+	want := []string{
+		"127.0.0.2 scanner_user_agent", // svmap
+		"127.0.0.1 scanner_user_agent", // svwar, svcrack
+		"127.0.0.1 extension_scan",     // svwar
+		"127.0.0.1 auth_failure",       // svcrack's wrong passwords, seen in the 403s
+		"127.0.0.6 flood",              // sipp -r 400
+		"127.0.0.6 toll_fraud_invite",  // sipp -s 00972...
+	}
 	waitFor(t, 10*time.Second, func() bool {
 		got := c.count()
-		return got["127.0.0.2 scanner_user_agent"] > 0 && got["127.0.0.1 scanner_user_agent"] > 0 &&
-			got["127.0.0.1 extension_scan"] > 0
+		for _, k := range want {
+			if got[k] == 0 {
+				return false
+			}
+		}
+		return true
 	})
 	got := c.count()
 	t.Logf("offenses: %v", got)
+	for _, k := range want {
+		if got[k] == 0 {
+			t.Errorf("missing %s", k)
+		}
+	}
 	for k := range got {
-		if !strings.HasPrefix(k, "127.0.0.2 ") && !strings.HasPrefix(k, "127.0.0.1 ") {
+		if strings.HasPrefix(k, "127.0.0.4 ") || strings.HasPrefix(k, "127.0.0.5 ") {
 			t.Errorf("legitimate source flagged: %s", k)
 		}
 	}

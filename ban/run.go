@@ -40,6 +40,7 @@ func (j *Jail) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			wg.Wait()
+			j.running.Store(false) // later manual operations run in their caller
 			j.failPending()
 			if err := j.saveIfDirty(); err != nil {
 				j.log.Error("state file not saved at stop", "err", err)

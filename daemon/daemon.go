@@ -273,12 +273,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 // Reload applies a new, validated config to what can change live: jail
 // thresholds, weights and never-ban list, and the static whitelist. It
-// returns the keys whose change needs a restart.
-func (d *Daemon) Reload(cfg config.Config) []string {
+// returns the keys whose change needs a restart; on error nothing changed.
+func (d *Daemon) Reload(cfg config.Config) ([]string, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	jopt := JailOptions(cfg)
-	d.jail.SetPolicy(ban.Policy{
+	if err := d.jail.SetPolicy(ban.Policy{
 		Findtime:   jopt.Findtime,
 		MaxRetry:   jopt.MaxRetry,
 		Bantime:    jopt.Bantime,
@@ -286,7 +286,9 @@ func (d *Daemon) Reload(cfg config.Config) []string {
 		Factor:     jopt.Factor,
 		Weights:    jopt.Weights,
 		NeverBan:   append(jopt.NeverBan, nodePrefixes(cfg.ESL)...),
-	})
+	}); err != nil {
+		return nil, fmt.Errorf("jail policy: %w", err)
+	}
 	d.wl.SetStatic(config.Prefixes(cfg.Whitelist.Static))
 	var restart []string
 	old := d.cfg
@@ -306,7 +308,7 @@ func (d *Daemon) Reload(cfg config.Config) []string {
 		restart = append(restart, "api")
 	}
 	d.cfg = cfg
-	return restart
+	return restart, nil
 }
 
 // JailOptions maps the config onto the jail's options (no backend, no

@@ -138,7 +138,11 @@ func cmdRun(args []string, stdin io.Reader, stderr io.Writer) int {
 				logger.Error("reload rejected; keeping the running configuration", "errors", err.Error())
 				continue
 			}
-			restart := d.Reload(next)
+			restart, err := d.Reload(next)
+			if err != nil {
+				logger.Error("reload rejected; keeping the running configuration", "errors", err.Error())
+				continue
+			}
 			logger.Info("configuration reloaded", "needs_restart", strings.Join(restart, ","))
 		}
 	}

@@ -180,11 +180,16 @@ var fixtureStreams = []string{
 // FuzzFrame feeds arbitrary bytes to the frame reader and the event
 // decoders: they may refuse input, never panic, loop or over-allocate.
 func FuzzFrame(f *testing.F) {
-	for _, name := range fixtureStreams[:6] {
-		raw := esltest.Fixture(f, name)
-		f.Add(raw)
-		if frames, err := esltest.Frames(raw); err == nil && len(frames) > 4 {
-			f.Add([]byte(frames[3]))
+	// Single frames as seeds: whole captures make the fuzzer's input
+	// minimisation crawl.
+	f.Add([]byte(esltest.AuthRequest + esltest.AuthAccepted + esltest.ListenerEnabled))
+	for _, name := range []string{"A_vanilla_esl_custom_sofia_events.raw.txt", "D_esl_event_json_custom_sofia_events.raw.txt"} {
+		frames, err := esltest.Frames(esltest.Fixture(f, name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		for _, fr := range frames[3:8] {
+			f.Add([]byte(fr))
 		}
 	}
 	f.Add([]byte("Content-Length: 4000000000\n\n"))

@@ -123,6 +123,21 @@ type activeBan struct {
 	prefix           netip.Prefix
 	rule, reason     string
 	created, expires time.Time // expires zero: permanent
+	// for an automatic ban the reason is written when asked for (not on the hot path)
+	score, maxRetry float64
+	n               uint32
+	user            string
+}
+
+func (b *activeBan) why() string {
+	if b.reason != "" || b.n == 0 {
+		return b.reason
+	}
+	r := fmt.Sprintf("score %.4g >= %.4g: %d %s", b.score, b.maxRetry, b.n, b.rule)
+	if b.user != "" {
+		r += " for " + b.user
+	}
+	return r
 }
 
 type opKind uint8
@@ -180,22 +195,22 @@ func NewJail(o Options) (*Jail, error) {
 	if o.HostAddrs == nil {
 		o.HostAddrs = interfaceAddrs
 	}
-	m, err := newMetrics(o.Registerer)
-	if err != nil {
-		return nil, fmt.Errorf("ban: metrics: %w", err)
-	}
 	j := &Jail{
 		opt:        o,
 		log:        o.Logger.With("component", "ban"),
 		now:        o.Now,
 		fw:         o.Firewall,
 		allow:      o.Allowlist,
-		m:          m,
 		offenders:  make(map[netip.Addr]*offender),
 		active:     make(map[netip.Addr]*offender),
 		queue:      make(chan op, o.QueueSize),
 		errLogLast: make(map[string]time.Time),
 	}
+	m, err := newMetrics(o.Registerer, j.countOf(&j.active), j.countOf(&j.offenders))
+	if err != nil {
+		return nil, fmt.Errorf("ban: metrics: %w", err)
+	}
+	j.m = m
 	j.policy.Store(pol)
 	notStarted := "ban: not started"
 	j.health.Store(&notStarted)
@@ -206,6 +221,15 @@ func NewJail(o Options) (*Jail, error) {
 		}
 	}
 	return j, nil
+}
+
+// countOf reads a map's size for a gauge at scrape time.
+func (j *Jail) countOf(m *map[netip.Addr]*offender) func() float64 {
+	return func() float64 {
+		j.mu.Lock()
+		defer j.mu.Unlock()
+		return float64(len(*m))
+	}
 }
 
 func setDefault[T comparable](p *T, v T) {
@@ -413,7 +437,6 @@ func (j *Jail) Offend(o offense.Offense) {
 		}
 		of = &offender{}
 		j.offenders[key] = of
-		j.m.offenders.Set(float64(len(j.offenders)))
 	}
 	if of.counts[ri] < math.MaxUint32 {
 		of.counts[ri]++
@@ -438,7 +461,6 @@ func (j *Jail) Offend(o offense.Offense) {
 		}
 		of.ban = nil
 		delete(j.active, key)
-		j.m.bansActive.Set(float64(len(j.active)))
 	}
 	score := of.score(of.last, F)
 	if w == 0 || score < pol.MaxRetry {
@@ -475,21 +497,20 @@ func (j *Jail) Offend(o offense.Offense) {
 	d := pol.banDuration(h.count)
 	h.last, h.dur = tn, d
 	b := &activeBan{
-		prefix:  pfx,
-		rule:    ruleName(ri),
-		reason:  fmt.Sprintf("score %.4g >= %.4g: %d %s", score, pol.MaxRetry, of.counts[ri], ruleName(ri)),
-		created: t,
-		expires: t.Add(d),
-	}
-	if of.user != "" {
-		b.reason += " for " + of.user
+		prefix:   pfx,
+		rule:     ruleName(ri),
+		created:  t,
+		expires:  t.Add(d),
+		score:    score,
+		maxRetry: pol.MaxRetry,
+		n:        of.counts[ri],
+		user:     of.user,
 	}
 	of.ban = b
 	of.cur, of.prev = 0, 0
 	of.state, of.why = stWatching, ""
 	j.active[key] = of
 	count := h.count
-	j.m.bansActive.Set(float64(len(j.active)))
 	j.mu.Unlock()
 
 	j.m.bans(ri).Inc()
@@ -498,7 +519,9 @@ func (j *Jail) Offend(o offense.Offense) {
 	default:
 		j.m.dropped.Inc()
 	}
-	j.log.Info("banned", "ip", pfx.String(), "rule", b.rule, "score", score, "duration", d, "count", count, "source", string(o.Source), "user", of.user)
+	if j.log.Enabled(context.Background(), slog.LevelInfo) {
+		j.log.Info("banned", "ip", pfx.String(), "rule", b.rule, "score", score, "duration", d, "count", count, "source", string(o.Source), "user", b.user)
+	}
 }
 
 const (
@@ -633,7 +656,6 @@ func (j *Jail) Ban(ctx context.Context, ip netip.Addr, d time.Duration, reason s
 	if of == nil {
 		of = &offender{}
 		j.offenders[key] = of
-		j.m.offenders.Set(float64(len(j.offenders)))
 	}
 	if of.hist == nil {
 		of.hist = &history{}
@@ -651,7 +673,6 @@ func (j *Jail) Ban(ctx context.Context, ip netip.Addr, d time.Duration, reason s
 	of.ban = b
 	of.state, of.why = stWatching, ""
 	j.active[key] = of
-	j.m.bansActive.Set(float64(len(j.active)))
 	j.mu.Unlock()
 	j.dirty.Store(true)
 
@@ -664,7 +685,6 @@ func (j *Jail) Ban(ctx context.Context, ip netip.Addr, d time.Duration, reason s
 				delete(j.active, key)
 			}
 			of.hist.count--
-			j.m.bansActive.Set(float64(len(j.active)))
 		}
 		j.mu.Unlock()
 		return fmt.Errorf("ban %s: %w", pfx, err)
@@ -692,7 +712,6 @@ func (j *Jail) Unban(ctx context.Context, ip netip.Addr) error {
 	of.ban = nil
 	of.cur, of.prev = 0, 0
 	delete(j.active, key)
-	j.m.bansActive.Set(float64(len(j.active)))
 	j.mu.Unlock()
 	j.dirty.Store(true)
 	if err := j.submit(ctx, op{kind: opDel, prefix: pfx}); err != nil {
@@ -732,7 +751,7 @@ func (j *Jail) Bans() []Ban {
 		if b == nil || (!b.expires.IsZero() && !b.expires.After(now)) {
 			continue
 		}
-		out = append(out, Ban{IP: b.prefix.Addr(), Prefix: prefixField(b.prefix), Rule: b.rule, Reason: b.reason,
+		out = append(out, Ban{IP: b.prefix.Addr(), Prefix: prefixField(b.prefix), Rule: b.rule, Reason: b.why(),
 			CreatedAt: b.created, ExpiresAt: b.expires, Count: of.hist.countOr1()})
 	}
 	j.mu.Unlock()

@@ -12,7 +12,7 @@ type metrics struct {
 	bansTotal    *prometheus.CounterVec
 	bansC        [maxRules]prometheus.Counter
 	bansManual   prometheus.Counter
-	bansActive   prometheus.Gauge
+	bansActive   prometheus.Collector
 	skipped      *prometheus.CounterVec
 	latency      prometheus.Histogram
 	errors       *prometheus.CounterVec
@@ -20,10 +20,10 @@ type metrics struct {
 	readded      prometheus.Counter
 	dropped      prometheus.Counter
 	evictions    prometheus.Counter
-	offenders    prometheus.Gauge
+	offenders    prometheus.Collector
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, active, offenders func() float64) (*metrics, error) {
 	m := &metrics{
 		offenses: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "sipwarden", Name: "offenses_total",
 			Help: "Offenses received by the jail, by rule and source."}, []string{"rule", "source"}),
@@ -33,8 +33,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "auth_failure offenses already seen from another source (counted once)."}),
 		bansTotal: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "sipwarden", Name: "bans_total",
 			Help: "Bans decided, by the rule that crossed the threshold (manual for the API)."}, []string{"rule"}),
-		bansActive: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "sipwarden", Name: "bans_active",
-			Help: "Bans in force."}),
+		bansActive: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "sipwarden", Name: "bans_active",
+			Help: "Bans in force."}, active),
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "sipwarden", Name: "ban_skipped_total",
 			Help: "Bans not made because the address is never banned, allowlisted or registered (once per address per findtime)."}, []string{"reason"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "sipwarden", Name: "ban_latency_seconds",
@@ -50,8 +50,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Kernel writes dropped because the writer queue was full (the next resync writes them)."}),
 		evictions: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "sipwarden", Name: "jail_evictions_total",
 			Help: "Tracked addresses evicted because the jail reached max offenders."}),
-		offenders: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "sipwarden", Name: "jail_offenders",
-			Help: "Addresses tracked by the jail."}),
+		offenders: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "sipwarden", Name: "jail_offenders",
+			Help: "Addresses tracked by the jail."}, offenders),
 	}
 	for _, c := range []prometheus.Collector{m.offenses, m.invalid, m.deduplicated, m.bansTotal, m.bansActive, m.skipped,
 		m.latency, m.errors, m.recreated, m.readded, m.dropped, m.evictions, m.offenders} {

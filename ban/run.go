@@ -294,8 +294,6 @@ func (j *Jail) resyncLocked(ctx context.Context, initial bool) error {
 			missing = append(missing, readd{b.prefix, b.expires})
 		}
 	}
-	j.m.bansActive.Set(float64(len(j.active)))
-	j.m.offenders.Set(float64(len(j.offenders)))
 	j.mu.Unlock()
 	if adopted > 0 {
 		j.dirty.Store(true)
@@ -357,6 +355,4 @@ func (j *Jail) Sweep() {
 		delete(j.offenders, k)
 		j.dirty.Store(true)
 	}
-	j.m.bansActive.Set(float64(len(j.active)))
-	j.m.offenders.Set(float64(len(j.offenders)))
 }

@@ -96,7 +96,7 @@ func (j *Jail) snapshot() stateFile {
 			r.Bans, r.LastBan, r.BanDur = h.count, h.last, h.dur
 		}
 		if b := of.ban; b != nil && (b.expires.IsZero() || b.expires.After(now)) {
-			r.Ban = &stateBan{Prefix: b.prefix.String(), Rule: b.rule, Reason: b.reason, Created: b.created, Expires: b.expires}
+			r.Ban = &stateBan{Prefix: b.prefix.String(), Rule: b.rule, Reason: b.why(), Created: b.created, Expires: b.expires}
 		}
 		if r.Ban != nil || r.Bans > 0 {
 			keep = append(keep, r)
@@ -230,8 +230,6 @@ func (j *Jail) loadState(path string) error {
 			j.active[key] = of
 		}
 	}
-	j.m.bansActive.Set(float64(len(j.active)))
-	j.m.offenders.Set(float64(len(j.offenders)))
 	if bad > 0 {
 		j.log.Warn("state file records with a bad address skipped", "count", bad, "file", path)
 	}

@@ -194,3 +194,17 @@ func newTestAnalyzer(t testing.TB, c *collector, mod func(*Config)) *Analyzer {
 	}
 	return a
 }
+
+// waitFor polls cond until it holds or the deadline passes (the capture runs
+// asynchronously; there is nothing to block on).
+func waitFor(t *testing.T, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Errorf("condition not met within %s", d)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

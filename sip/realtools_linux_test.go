@@ -256,17 +256,3 @@ func TestRealTools(t *testing.T) {
 		t.Errorf("sipp's registration not learned: %+v", c.regs)
 	}
 }
-
-// waitFor polls cond until it holds or the deadline passes (the capture runs
-// asynchronously; there is nothing to block on).
-func waitFor(t *testing.T, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Errorf("condition not met within %s", d)
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}

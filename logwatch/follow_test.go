@@ -1,6 +1,7 @@
 package logwatch
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -411,5 +412,39 @@ func TestNewFollowerErrors(t *testing.T) {
 				t.Error("no error")
 			}
 		})
+	}
+}
+
+// TestFollowChunkedWrites: the fixture session log written in small pieces
+// (lines cut anywhere) yields exactly what reading it whole does.
+func TestFollowChunkedWrites(t *testing.T) {
+	data, err := os.ReadFile("testdata/golden/full_session/input.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want collector
+	wantLines, err := Scan(context.Background(), bytes.NewReader(data), newTestParser(), &want, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "freeswitch.log")
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fw := follow(t, Options{Files: []string{path}})
+	w, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	for i, size := 0, 1; i < len(data); i, size = i+size, size%97+13 {
+		if _, err := w.Write(data[i:min(i+size, len(data))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "every line", func() bool { return fw.lines() == float64(wantLines) })
+	fw.stop()
+	if fmt.Sprint(fw.c.users) != fmt.Sprint(want.users) {
+		t.Errorf("offenses %v, want %v", fw.c.users, want.users)
 	}
 }

@@ -771,6 +771,13 @@ func (h *history) countOr1() int {
 	return h.count
 }
 
+func prefixString(p netip.Prefix) string {
+	if p.Bits() == p.Addr().BitLen() {
+		return p.Addr().String()
+	}
+	return p.String()
+}
+
 // prefixField is p for a prefix ban, the zero Prefix for a single address.
 func prefixField(p netip.Prefix) netip.Prefix {
 	if p.Bits() == p.Addr().BitLen() {

@@ -889,3 +889,31 @@ func FuzzReadState(f *testing.F) {
 		j.Offend(offense.Offense{IP: netip.MustParseAddr("203.0.113.1"), Rule: offense.Flood})
 	})
 }
+
+func TestResyncLiftsBansOnRegisteredAddresses(t *testing.T) {
+	ctx := context.Background()
+	al := allow{}
+	e := newEnv(t, Options{Allowlist: al})
+	for _, ip := range []string{"203.0.113.10", "203.0.113.11"} {
+		if err := e.j.Ban(ctx, netip.MustParseAddr(ip), time.Hour, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// the office registers (e.g. learnt from the Event Socket after a restart)
+	al[netip.MustParseAddr("203.0.113.10")] = "registered"
+	if err := e.j.Resync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if e.banned("203.0.113.10") || e.fw.Contains(netip.MustParsePrefix("203.0.113.10/32")) || !e.banned("203.0.113.11") {
+		t.Fatalf("bans %+v", e.j.Bans())
+	}
+	if st := e.state("203.0.113.10"); st.State != StateProtected || st.Why != "registered" {
+		t.Fatalf("state %+v", st)
+	}
+	if got := testutil.ToFloat64(e.j.m.lifted.WithLabelValues(reasonRegistered)); got != 1 {
+		t.Fatalf("bans_lifted_total = %v", got)
+	}
+	if !strings.Contains(e.log.String(), "ban on 203.0.113.10 lifted: registered") {
+		t.Fatalf("log: %s", e.log)
+	}
+}

@@ -18,6 +18,7 @@ type metrics struct {
 	errors       *prometheus.CounterVec
 	recreated    prometheus.Counter
 	readded      prometheus.Counter
+	lifted       *prometheus.CounterVec
 	dropped      prometheus.Counter
 	evictions    prometheus.Counter
 	offenders    prometheus.Collector
@@ -46,6 +47,8 @@ func newMetrics(reg prometheus.Registerer, active, offenders func() float64) (*m
 			Help: "Kernel sets found missing by the resync and created again."}),
 		readded: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "sipwarden", Name: "ban_readded_total",
 			Help: "Active bans found missing from the kernel by the resync and written again."}),
+		lifted: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "sipwarden", Name: "bans_lifted_total",
+			Help: "Bans removed by the resync because the address became never-ban, allowlisted or registered."}, []string{"reason"}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "sipwarden", Name: "ban_queue_dropped_total",
 			Help: "Kernel writes dropped because the writer queue was full (the next resync writes them)."}),
 		evictions: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "sipwarden", Name: "jail_evictions_total",
@@ -54,7 +57,7 @@ func newMetrics(reg prometheus.Registerer, active, offenders func() float64) (*m
 			Help: "Addresses tracked by the jail."}, offenders),
 	}
 	for _, c := range []prometheus.Collector{m.offenses, m.invalid, m.deduplicated, m.bansTotal, m.bansActive, m.skipped,
-		m.latency, m.errors, m.recreated, m.readded, m.dropped, m.evictions, m.offenders} {
+		m.latency, m.errors, m.recreated, m.readded, m.lifted, m.dropped, m.evictions, m.offenders} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

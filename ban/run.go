@@ -237,6 +237,7 @@ func (j *Jail) resyncLocked(ctx context.Context, initial bool) error {
 			j.log.Warn("ban sets were missing and have been created again", "sets", n)
 		}
 	}
+	j.liftProtected(ctx)
 	l, ok := j.fw.(Lister)
 	if !ok {
 		j.setHealth(nil)
@@ -325,6 +326,48 @@ func (j *Jail) resyncLocked(ctx context.Context, initial bool) error {
 	}
 	j.setHealth(firstErr)
 	return firstErr
+}
+
+// liftProtected removes bans on addresses that are now never-ban or
+// allowlisted: a ban adopted from the kernel at start, or an office banned
+// before its registration was known, must not keep it locked out.
+func (j *Jail) liftProtected(ctx context.Context) {
+	type lift struct {
+		p           netip.Prefix
+		reason, why string
+	}
+	var lifts []lift
+	pol := j.policy.Load()
+	now := j.now().UnixNano()
+	j.mu.Lock()
+	for k, of := range j.active {
+		b := of.ban
+		if b == nil {
+			continue
+		}
+		reason, why := j.decide(b.prefix.Addr(), b.prefix, pol)
+		if reason == "" {
+			continue
+		}
+		of.ban = nil
+		delete(j.active, k)
+		of.state, of.why, of.skipAt = stProtected, why, now
+		if reason == reasonNeverBan {
+			of.state = stNeverBan
+		}
+		lifts = append(lifts, lift{b.prefix, reason, why})
+	}
+	j.mu.Unlock()
+	for _, l := range lifts {
+		j.dirty.Store(true)
+		j.m.lifted.WithLabelValues(l.reason).Inc()
+		if err := j.fw.Del(ctx, l.p); err != nil {
+			j.m.errors.WithLabelValues("del").Inc()
+			j.logErr("del", "lifting a ban failed", err, "ip", l.p.String())
+			continue
+		}
+		j.log.Warn(fmt.Sprintf("ban on %s lifted: %s", prefixString(l.p), l.why), "ip", prefixString(l.p), "reason", l.reason)
+	}
 }
 
 // Sweep expires bans and forgets addresses whose score has decayed to zero

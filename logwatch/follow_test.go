@@ -137,24 +137,28 @@ func appendLines(t *testing.T, path string, from, to int) {
 	}
 }
 
-func modes(t *testing.T, run func(t *testing.T, pollOnly bool)) {
-	for _, pollOnly := range []bool{false, true} {
-		name := "inotify"
-		if pollOnly {
-			name = "poll"
-		}
-		t.Run(name, func(t *testing.T) {
+// modes runs a test with inotify alone (the poll is too slow to matter)
+// and with the poll alone.
+func modes(t *testing.T, run func(t *testing.T, mode Options)) {
+	for _, m := range []struct {
+		name string
+		o    Options
+	}{
+		{"inotify", Options{Poll: time.Hour}},
+		{"poll", Options{Poll: 20 * time.Millisecond, PollOnly: true}},
+	} {
+		t.Run(m.name, func(t *testing.T) {
 			defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-			run(t, pollOnly)
+			run(t, m.o)
 		})
 	}
 }
 
 func TestFollowStartAtEnd(t *testing.T) {
-	modes(t, func(t *testing.T, pollOnly bool) {
+	modes(t, func(t *testing.T, mode Options) {
 		path := filepath.Join(t.TempDir(), "freeswitch.log")
 		appendLines(t, path, 0, 5)
-		fw := follow(t, Options{Files: []string{path}, PollOnly: pollOnly})
+		fw := follow(t, Options{Files: []string{path}, PollOnly: mode.PollOnly, Poll: mode.Poll})
 		appendLines(t, path, 5, 8)
 		waitFor(t, "3 offenses", func() bool { return fw.c.len() >= 3 })
 		fw.stop()
@@ -166,10 +170,10 @@ func TestFollowStartAtEnd(t *testing.T) {
 }
 
 func TestFollowFromStart(t *testing.T) {
-	modes(t, func(t *testing.T, pollOnly bool) {
+	modes(t, func(t *testing.T, mode Options) {
 		path := filepath.Join(t.TempDir(), "freeswitch.log")
 		appendLines(t, path, 0, 5)
-		fw := follow(t, Options{Files: []string{path}, FromStart: true, PollOnly: pollOnly})
+		fw := follow(t, Options{Files: []string{path}, FromStart: true, PollOnly: mode.PollOnly, Poll: mode.Poll})
 		appendLines(t, path, 5, 8)
 		waitFor(t, "8 offenses", func() bool { return fw.c.len() >= 8 })
 		fw.stop()
@@ -181,11 +185,11 @@ func TestFollowFromStart(t *testing.T) {
 // writer goes on appending to it until it reopens, then writes to a new
 // file at the same path.
 func TestFollowRename(t *testing.T) {
-	modes(t, func(t *testing.T, pollOnly bool) {
+	modes(t, func(t *testing.T, mode Options) {
 		dir := t.TempDir()
 		path := filepath.Join(dir, "freeswitch.log")
 		appendLines(t, path, 0, 10)
-		fw := follow(t, Options{Files: []string{path}, FromStart: true, PollOnly: pollOnly})
+		fw := follow(t, Options{Files: []string{path}, FromStart: true, PollOnly: mode.PollOnly, Poll: mode.Poll})
 		waitFor(t, "10 offenses", func() bool { return fw.c.len() >= 10 })
 
 		if err := os.Rename(path, path+".1"); err != nil {
@@ -212,10 +216,10 @@ func TestFollowRename(t *testing.T) {
 // TestFollowRenameBeforeNewData: the new file exists (empty) before the
 // writer has reopened; lines written to the old one meanwhile are read.
 func TestFollowRenameBeforeNewData(t *testing.T) {
-	modes(t, func(t *testing.T, pollOnly bool) {
+	modes(t, func(t *testing.T, mode Options) {
 		path := filepath.Join(t.TempDir(), "freeswitch.log")
 		appendLines(t, path, 0, 3)
-		fw := follow(t, Options{Files: []string{path}, FromStart: true, PollOnly: pollOnly})
+		fw := follow(t, Options{Files: []string{path}, FromStart: true, PollOnly: mode.PollOnly, Poll: mode.Poll})
 		waitFor(t, "3 offenses", func() bool { return fw.c.len() >= 3 })
 		if err := os.Rename(path, path+".1"); err != nil {
 			t.Fatal(err)
@@ -235,7 +239,7 @@ func TestFollowRenameBeforeNewData(t *testing.T) {
 // TestFollowCopyTruncate is logrotate's "copytruncate": the file is copied
 // and truncated in place; the writer (O_APPEND) goes on at the new end.
 func TestFollowCopyTruncate(t *testing.T) {
-	modes(t, func(t *testing.T, pollOnly bool) {
+	modes(t, func(t *testing.T, mode Options) {
 		path := filepath.Join(t.TempDir(), "freeswitch.log")
 		w, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 		if err != nil {
@@ -250,7 +254,7 @@ func TestFollowCopyTruncate(t *testing.T) {
 			}
 		}
 		write(0, 10)
-		fw := follow(t, Options{Files: []string{path}, FromStart: true, PollOnly: pollOnly})
+		fw := follow(t, Options{Files: []string{path}, FromStart: true, PollOnly: mode.PollOnly, Poll: mode.Poll})
 		waitFor(t, "10 offenses", func() bool { return fw.c.len() >= 10 })
 		data, err := os.ReadFile(path)
 		if err != nil {
@@ -273,9 +277,9 @@ func TestFollowCopyTruncate(t *testing.T) {
 }
 
 func TestFollowMissingThenCreated(t *testing.T) {
-	modes(t, func(t *testing.T, pollOnly bool) {
+	modes(t, func(t *testing.T, mode Options) {
 		path := filepath.Join(t.TempDir(), "freeswitch.log")
-		fw := follow(t, Options{Files: []string{path}, PollOnly: pollOnly}) // not FromStart: a new file is read whole
+		fw := follow(t, Options{Files: []string{path}, PollOnly: mode.PollOnly, Poll: mode.Poll}) // not FromStart: a new file is read whole
 		appendLines(t, path, 0, 4)
 		waitFor(t, "4 offenses", func() bool { return fw.c.len() >= 4 })
 		fw.stop()
@@ -297,10 +301,10 @@ func TestFollowMissingDirectory(t *testing.T) {
 }
 
 func TestFollowDeleteRecreate(t *testing.T) {
-	modes(t, func(t *testing.T, pollOnly bool) {
+	modes(t, func(t *testing.T, mode Options) {
 		path := filepath.Join(t.TempDir(), "freeswitch.log")
 		appendLines(t, path, 0, 5)
-		fw := follow(t, Options{Files: []string{path}, FromStart: true, PollOnly: pollOnly})
+		fw := follow(t, Options{Files: []string{path}, FromStart: true, PollOnly: mode.PollOnly, Poll: mode.Poll})
 		waitFor(t, "5 offenses", func() bool { return fw.c.len() >= 5 })
 		if err := os.Remove(path); err != nil {
 			t.Fatal(err)

@@ -587,9 +587,12 @@ func (j *Jail) logSkip(ip netip.Addr, reason, why string, ri int, cnt uint32, us
 			regs = rc.Registrations(ip)
 		}
 		live := ""
-		if regs >= 0 {
+		switch {
+		case regs == 1:
+			live = " while 1 registration live"
+		case regs >= 0:
 			live = fmt.Sprintf(" while %d registrations live", regs)
-		} else {
+		default:
 			live = " while registered"
 		}
 		j.log.Warn(fmt.Sprintf("office %s protected: %d %s%s%s", ip, cnt, rule, for_, live),

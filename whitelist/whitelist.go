@@ -825,10 +825,18 @@ type staticSet struct {
 	n        int
 	prefixes []netip.Prefix
 	set4     map[uint64]struct{} // bits<<32 | masked address
+	lin4     []net4              // the same, scanned linearly when short
 	set6     map[netip.Prefix]struct{}
 	bits4    []int // distinct lengths, longest first
 	bits6    []int
 }
+
+// net4 is an IPv4 prefix as mask and masked address.
+type net4 struct{ mask, addr uint32 }
+
+// linearMax is the IPv4 list length up to which a linear scan beats one
+// map probe per prefix length.
+const linearMax = 16
 
 func key4(a uint32, bits int) uint64 {
 	if bits == 0 {
@@ -855,7 +863,13 @@ func newStaticSet(prefixes []netip.Prefix) *staticSet {
 		s.prefixes = append(s.prefixes, p)
 		if a.Is4() {
 			b := a.As4()
-			s.set4[key4(binary.BigEndian.Uint32(b[:]), bits)] = struct{}{}
+			v := binary.BigEndian.Uint32(b[:])
+			s.set4[key4(v, bits)] = struct{}{}
+			mask := ^uint32(0)
+			if bits < 32 {
+				mask = ^(uint32(1)<<(32-bits) - 1)
+			}
+			s.lin4 = append(s.lin4, net4{mask: mask, addr: v & mask})
 			if !slices.Contains(s.bits4, bits) {
 				s.bits4 = append(s.bits4, bits)
 			}
@@ -879,6 +893,14 @@ func (s *staticSet) contains(ip netip.Addr) bool {
 	if ip.Is4() {
 		b := ip.As4()
 		a := binary.BigEndian.Uint32(b[:])
+		if len(s.lin4) <= linearMax {
+			for _, n := range s.lin4 {
+				if a&n.mask == n.addr {
+					return true
+				}
+			}
+			return false
+		}
 		for _, bits := range s.bits4 {
 			if _, ok := s.set4[key4(a, bits)]; ok {
 				return true

@@ -500,3 +500,27 @@ func measure(n int) (per, total float64) {
 	total = float64(after) - float64(before)
 	return total / float64(n), total
 }
+
+// TestStaticLongList checks the map-probe path (more than linearMax IPv4
+// prefixes) against a plain scan.
+func TestStaticLongList(t *testing.T) {
+	var ps []netip.Prefix
+	for i := 0; i < 3*linearMax; i++ {
+		bits := 8 + i%25
+		ps = append(ps, netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(11 + i), byte(i * 7), byte(i * 13), 9}), bits).Masked())
+	}
+	w := New(Options{Static: ps})
+	for i := 0; i < 20000; i++ {
+		a := netip.AddrFrom4([4]byte{byte(11 + i%60), byte(i * 7), byte(i / 3), byte(i)})
+		want := false
+		for _, p := range ps {
+			want = want || p.Contains(a)
+		}
+		if _, got := w.Allowed(a); got != want {
+			t.Fatalf("Allowed(%s) = %v, want %v", a, got, want)
+		}
+		if e, got := w.Lookup(a); got != want || (got && !e.Prefix.Contains(a)) {
+			t.Fatalf("Lookup(%s) = %+v %v", a, e, got)
+		}
+	}
+}

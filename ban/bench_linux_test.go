@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -116,6 +117,7 @@ func BenchmarkBanThroughput(b *testing.B) {
 	defer func() { cancel(); <-done }()
 	waitReady(b, j)
 	now := time.Now()
+	cpu0 := cpuTime()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		j.Offend(offense.Offense{IP: benchAddr(i), Rule: offense.ScannerUserAgent, Source: offense.SourceHEP, Time: now})
@@ -125,6 +127,9 @@ func BenchmarkBanThroughput(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "bans/s")
+	// process CPU (user+system, kernel ipset work included) per ban: the
+	// figure that does not depend on how busy the machine is
+	b.ReportMetric(float64(cpuTime()-cpu0)/float64(time.Microsecond)/float64(b.N), "cpu-µs/ban")
 }
 
 // BenchmarkOffendDistinct: jail throughput and memory with b.N distinct
@@ -262,6 +267,12 @@ func TestBanSpeedReport(t *testing.T) {
 		jailRate, n, procRate, p, restoreRate, n, jailRate/procRate)
 	t.Logf("offense->kernel latency, burst of %d: p50 %s p99 %s max %s", n, burst[0], burst[1], burst[2])
 	t.Logf("offense->kernel latency, paced 10k/s (%d): p50 %s p99 %s max %s", m, paced[0], paced[1], paced[2])
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func waitCount(t *testing.T, c *atomic.Int64, n int64) {

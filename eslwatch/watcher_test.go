@@ -155,20 +155,6 @@ func fixtureEvents(t testing.TB, file string) []string {
 	return evs
 }
 
-// rewrite returns frame with the named event headers set to new (already
-// URL-encoded) values, reframed with the right Content-Length.
-func rewrite(frame string, set map[string]string) string {
-	body := frame[strings.Index(frame, "\n\n")+2:]
-	lines := strings.Split(body, "\n")
-	for i, l := range lines {
-		name, _, ok := strings.Cut(l, ": ")
-		if v, hit := set[name]; ok && hit {
-			lines[i] = name + ": " + v
-		}
-	}
-	return esltest.EventPlain(strings.Join(lines, "\n"))
-}
-
 func TestConnectAuthSubscribeResync(t *testing.T) {
 	srv := esltest.NewServer(t, "ClueCon")
 	srv.SetRegistrations(listingA)
@@ -312,12 +298,12 @@ func TestNATTwoRegistrationsOneLeaves(t *testing.T) {
 	h.waitFor("resync", 1)
 	a := fixtureEvents(t, "A_vanilla_esl_custom_sofia_events.raw.txt")
 	const nat = "198.51.100.7"
-	reg1000 := rewrite(a[2], map[string]string{"network-ip": nat})
-	reg1001 := rewrite(a[2], map[string]string{"network-ip": nat, "from-user": "1001", "username": "1001",
-		"call-id": "77-1001%40198.51.100.7", "contact": "%22%22%20%3Csip%3A1001%40198.51.100.7%3A5062%3E"})
-	unreg1000 := rewrite(a[9], map[string]string{"network-ip": nat})
-	unreg1001 := rewrite(a[9], map[string]string{"network-ip": nat, "from-user": "1001", "username": "1001",
-		"call-id": "77-1001%40198.51.100.7"})
+	reg1000 := esltest.Rewrite(a[2], map[string]string{"network-ip": nat})
+	reg1001 := esltest.Rewrite(a[2], map[string]string{"network-ip": nat, "from-user": "1001", "username": "1001",
+		"call-id": "77-1001@198.51.100.7", "contact": `"" <sip:1001@198.51.100.7:5062>`})
+	unreg1000 := esltest.Rewrite(a[9], map[string]string{"network-ip": nat})
+	unreg1001 := esltest.Rewrite(a[9], map[string]string{"network-ip": nat, "from-user": "1001", "username": "1001",
+		"call-id": "77-1001@198.51.100.7"})
 
 	srv.Push(reg1000 + reg1001)
 	h.waitFor("event", 2)
@@ -347,7 +333,7 @@ func TestExpireByTimeWithoutEvent(t *testing.T) {
 	var reg1002 string
 	for _, f := range c {
 		if strings.Contains(f, "sofia%3A%3Aregister\n") && strings.Contains(f, "expires: 10\n") {
-			reg1002 = rewrite(f, map[string]string{"network-ip": "203.0.113.5"})
+			reg1002 = esltest.Rewrite(f, map[string]string{"network-ip": "203.0.113.5"})
 		}
 	}
 	if reg1002 == "" {
@@ -549,9 +535,9 @@ func registerBurst(t testing.TB, n int) string {
 	reg := fixtureEvents(t, "A_vanilla_esl_custom_sofia_events.raw.txt")[2]
 	var b strings.Builder
 	for i := 0; i < n; i++ {
-		b.WriteString(rewrite(reg, map[string]string{
+		b.WriteString(esltest.Rewrite(reg, map[string]string{
 			"network-ip": burstIP(i).String(),
-			"call-id":    fmt.Sprintf("burst-%d%%40127.0.0.1", i),
+			"call-id":    fmt.Sprintf("burst-%d@127.0.0.1", i),
 		}))
 	}
 	return b.String()
@@ -609,7 +595,7 @@ func TestProfilesFilter(t *testing.T) {
 	h := start(t, []string{srv.Addr}, func(o *Options) { o.Profiles = []string{"trusted"} })
 	h.waitFor("resync", 1)
 	a := fixtureEvents(t, "A_vanilla_esl_custom_sofia_events.raw.txt")
-	srv.Push(a[2] + rewrite(a[2], map[string]string{"profile-name": "trusted", "network-ip": "127.0.0.9"}) + a[5])
+	srv.Push(a[2] + esltest.Rewrite(a[2], map[string]string{"profile-name": "trusted", "network-ip": "127.0.0.9"}) + a[5])
 	h.waitFor("event", 3)
 	if h.allowed("127.0.0.1") {
 		t.Fatal("registration of an untrusted profile whitelisted")

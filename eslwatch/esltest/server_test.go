@@ -98,3 +98,23 @@ func TestFrames(t *testing.T) {
 		t.Fatal("truncated frame accepted")
 	}
 }
+
+func TestEscapeLikeFreeSWITCH(t *testing.T) {
+	// Values exactly as the A_vanilla capture encodes them.
+	for raw, enc := range map[string]string{
+		`"" <sip:1000@127.0.0.1:15060;transport=UDP>`: "%22%22%20%3Csip%3A1000%40127.0.0.1%3A15060%3Btransport%3DUDP%3E",
+		"sofia::register":               "sofia%3A%3Aregister",
+		"Wed, 25 Nov 2026 19:46:14 GMT": "Wed,%2025%20Nov%202026%2019%3A46%3A14%20GMT",
+		"Registered(UDP)":               "Registered(UDP)",
+		"fd00::2":                       "fd00%3A%3A2",
+	} {
+		if got := Escape(raw); got != enc {
+			t.Errorf("Escape(%q) = %q, want %q", raw, got, enc)
+		}
+	}
+	a := string(Fixture(t, "A_vanilla_esl_custom_sofia_events.raw.txt"))
+	reg := RegisterEvent(t, "127.0.0.1", "1000", "1-9887@127.0.0.1", 3600)
+	if !strings.Contains(a, reg[strings.Index(reg, "\n\n")+2:][:200]) {
+		t.Error("RegisterEvent with the capture's own values differs from the capture")
+	}
+}

@@ -698,3 +698,28 @@ func TestMetricNames(t *testing.T) {
 		}
 	}
 }
+
+// TestEsltestEventHelpers: the helpers the daemon's tests use decode as
+// intended end to end.
+func TestEsltestEventHelpers(t *testing.T) {
+	srv := esltest.NewServer(t, "ClueCon")
+	h := start(t, []string{srv.Addr}, nil)
+	h.waitFor("ready", 1)
+	srv.Push(esltest.RegisterEvent(t, "192.0.2.44", "2000", "cid-1@x", 120) +
+		esltest.RegisterFailureEvent(t, "192.0.2.45", "2001", "INVITE"))
+	h.waitFor("event", 2)
+	e, ok := h.wl.Lookup(netip.MustParseAddr("192.0.2.44"))
+	if !ok || e.Registrations[0].User != "2000" || e.Registrations[0].Contact != "sip:2000@192.0.2.44:5060" ||
+		!e.Registrations[0].ExpiresAt.Equal(fixedNow.Add(120*time.Second)) {
+		t.Fatalf("entry %+v", e)
+	}
+	o := <-h.offenses
+	if o.IP != netip.MustParseAddr("192.0.2.45") || o.User != "2001" || o.Method != "INVITE" {
+		t.Fatalf("offense %+v", o)
+	}
+	srv.Push(esltest.UnregisterEvent(t, "192.0.2.44", "2000", "another-cid"))
+	h.waitFor("event", 3)
+	if h.allowed("192.0.2.44") {
+		t.Fatal("still whitelisted after UnregisterEvent")
+	}
+}

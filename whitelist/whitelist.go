@@ -339,7 +339,7 @@ func (w *Whitelist) Lookup(ip netip.Addr) (Entry, bool) {
 	if p, ok := w.static.Load().match(ip); ok {
 		e.Static, e.Prefix = true, p
 	}
-	now := w.now().UnixNano()
+	now := w.tick() // also brings Allowed's clock up to date
 	w.mu.RLock()
 	if ie := w.data.get(ip); ie != nil {
 		for i := range ie.regs {
@@ -363,7 +363,7 @@ func sortRegs(rs []Registration) {
 // Entries lists every address with live registrations (sorted), then every
 // static prefix.
 func (w *Whitelist) Entries() []Entry {
-	now := w.now().UnixNano()
+	now := w.tick() // also brings Allowed's clock up to date
 	s := w.static.Load()
 	out := []Entry{}
 	w.mu.RLock()

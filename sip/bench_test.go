@@ -80,6 +80,7 @@ func BenchmarkAnalyzer(b *testing.B) {
 		var h HEP
 		b.ReportAllocs()
 		b.ResetTimer()
+		cpu0 := cpuTime()
 		for i := 0; i < b.N; i++ {
 			k := i % len(msgs)
 			var p Packet
@@ -99,6 +100,7 @@ func BenchmarkAnalyzer(b *testing.B) {
 			a.Packet(p)
 		}
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		reportCPU(b, cpu0, "msgs/cpu-s")
 		b.StopTimer()
 		if sink.count(offense.Flood) != 0 || sink.count(offense.MalformedSIP) != 0 {
 			b.Fatalf("unexpected flood/malformed: %d/%d", sink.count(offense.Flood), sink.count(offense.MalformedSIP))
@@ -111,12 +113,14 @@ func BenchmarkAnalyzer(b *testing.B) {
 	b.Run("sipgo-parse-only", func(b *testing.B) {
 		p := sipmsg.NewParser()
 		b.ReportAllocs()
+		cpu0 := cpuTime()
 		for i := 0; i < b.N; i++ {
 			if _, err := p.ParseSIP(msgs[i%len(msgs)]); err != nil {
 				b.Fatal(err)
 			}
 		}
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		reportCPU(b, cpu0, "msgs/cpu-s")
 	})
 }
 
@@ -138,15 +142,18 @@ func BenchmarkFlood(b *testing.B) {
 		sink := &countingSink{}
 		a, _ := NewAnalyzer(Options{Config: DefaultConfig(), Sink: sink})
 		b.ReportAllocs()
+		cpu0 := cpuTime()
 		for i := 0; i < b.N; i++ {
 			a.Packet(Packet{Src: floodSrc, Dst: pbx, Time: t0.Add(time.Duration(i) * 20 * time.Microsecond), Payload: flood, Source: offense.SourceHEP})
 		}
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		reportCPU(b, cpu0, "msgs/cpu-s")
 	})
 	b.Run("mixed", func(b *testing.B) {
 		sink := &countingSink{}
 		a, _ := NewAnalyzer(Options{Config: DefaultConfig(), Sink: sink})
 		b.ReportAllocs()
+		cpu0 := cpuTime()
 		for i := 0; i < b.N; i++ {
 			t := t0.Add(time.Duration(i) * 20 * time.Microsecond) // 50k flood msgs/s
 			a.Packet(Packet{Src: floodSrc, Dst: pbx, Time: t, Payload: flood, Source: offense.SourceHEP})
@@ -161,9 +168,18 @@ func BenchmarkFlood(b *testing.B) {
 			a.Packet(p)
 		}
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "legit-msgs/s")
+		reportCPU(b, cpu0, "legit-msgs/cpu-s")
 		b.StopTimer()
 		if want := int64(b.N / 1000); sink.count(offense.ScannerUserAgent) != want {
 			b.Fatalf("scanner detections %d, want %d", sink.count(offense.ScannerUserAgent), want)
 		}
 	})
+}
+
+// reportCPU adds msgs per CPU-second (all goroutines of the process, GC
+// included) since cpu0.
+func reportCPU(b *testing.B, cpu0 time.Duration, unit string) {
+	if d := cpuTime() - cpu0; d > 0 {
+		b.ReportMetric(float64(b.N)/d.Seconds(), unit)
+	}
 }

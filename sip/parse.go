@@ -96,7 +96,9 @@ func fastScan(b []byte, m *msgInfo) bool {
 		}
 		name := line[:colon]
 		val := trimSP(line[colon+1:])
-		interpreted := true // generic headers never fail in sipgo; only values we read must be plain
+		// Values read as free text must be plain (sipgo trims Unicode
+		// spaces we would keep); structured ones are checked by class.
+		plain := false
 		switch {
 		case hdrIs(name, "via", "v"):
 			if !scanVia(val) {
@@ -127,6 +129,7 @@ func fastScan(b []byte, m *msgInfo) bool {
 			m.nContacts++
 			m.ctExpires = exp
 		case hdrIs(name, "call-id", "i"):
+			plain = true
 			if len(val) == 0 {
 				return false
 			}
@@ -152,6 +155,7 @@ func fastScan(b []byte, m *msgInfo) bool {
 			}
 			contentLength, _ = strconv.Atoi(string(val))
 		case hdrIs(name, "content-type", "c"):
+			plain = true
 			if len(val) == 0 {
 				return false
 			}
@@ -159,6 +163,7 @@ func fastScan(b []byte, m *msgInfo) bool {
 			hdrIs(name, "refer-to", "r") || hdrIs(name, "referred-by", "b"):
 			return false // parsed by sipgo; not worth mirroring
 		case hdrIs(name, "user-agent", ""):
+			plain = true
 			m.ua = val
 		case hdrIs(name, "authorization", "") || hdrIs(name, "proxy-authorization", ""):
 			m.hasAuth = true
@@ -166,10 +171,8 @@ func fastScan(b []byte, m *msgInfo) bool {
 			if n, ok := parseSeconds(val); ok {
 				m.expires = n
 			}
-		default:
-			interpreted = false
 		}
-		if interpreted && !plainValue(val) {
+		if plain && !plainValue(val) {
 			return false
 		}
 	}
@@ -183,18 +186,16 @@ func fastScan(b []byte, m *msgInfo) bool {
 	return m.checkMandatory() == nil
 }
 
-// crlfLine returns the line before the first CRLF. A bare CR or LF inside the
-// line makes it fail (sipgo treats them differently from us).
+// crlfLine returns the line before the first CR, which must start a CRLF.
 func crlfLine(b []byte) (line, rest []byte, ok bool) {
-	i := bytes.IndexByte(b, '\n')
-	if i < 1 || b[i-1] != '\r' {
+	// Like sipgo: a line ends at the first CR, which must be followed by LF.
+	// A bare LF stays inside the line, where the character checks of the
+	// values we read reject it (sipgo keeps it in generic headers).
+	i := bytes.IndexByte(b, '\r')
+	if i < 0 || i+1 >= len(b) || b[i+1] != '\n' {
 		return nil, nil, false
 	}
-	line = b[:i-1]
-	if bytes.IndexByte(line, '\r') >= 0 {
-		return nil, nil, false
-	}
-	return line, b[i+1:], true
+	return b[:i], b[i+2:], true
 }
 
 func scanStartLine(line []byte, m *msgInfo) bool {
@@ -308,7 +309,7 @@ func scanAddress(v []byte, disp, user, host, uri *[]byte, expires *int) bool {
 				return false
 			}
 			d = d[1 : len(d)-1]
-			if bytes.IndexByte(d, '"') >= 0 || bytes.IndexByte(d, '\\') >= 0 {
+			if bytes.IndexByte(d, '"') >= 0 || bytes.IndexByte(d, '\\') >= 0 || !plainValue(d) {
 				return false
 			}
 		} else if !allIn(d, dispChars) {

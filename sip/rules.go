@@ -10,6 +10,7 @@ import (
 // sequences are bucketed by their first byte, so most positions cost one
 // table lookup.
 type seqMatcher struct {
+	has   [256]bool  // some sequence starts with this byte
 	first [256][]int // sequence indexes by first byte
 	seqs  [][]byte
 }
@@ -20,6 +21,7 @@ func newSeqMatcher(list [][]byte) *seqMatcher {
 		if len(s) == 0 {
 			continue
 		}
+		m.has[s[0]] = true
 		m.first[s[0]] = append(m.first[s[0]], len(m.seqs))
 		m.seqs = append(m.seqs, s)
 	}
@@ -29,6 +31,9 @@ func newSeqMatcher(list [][]byte) *seqMatcher {
 // match returns the first sequence found in hay, or nil.
 func (m *seqMatcher) match(hay []byte) []byte {
 	for i, c := range hay {
+		if !m.has[c] {
+			continue
+		}
 		for _, k := range m.first[c] {
 			s := m.seqs[k]
 			if len(hay)-i >= len(s) && string(hay[i:i+len(s)]) == string(s) {

@@ -231,16 +231,16 @@ func reason(err error) string {
 		return "timeout"
 	case errors.Is(err, ErrListing):
 		return "resync"
-	case errors.As(err, &ne) && ne.Timeout():
-		return "timeout"
 	case errors.Is(err, errDial):
 		return "dial"
+	case errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
 	default:
 		return "io"
 	}
 }
 
-var errDial = errors.New("dial")
+var errDial = errors.New("event socket connect")
 
 // session runs one connection: dial, authenticate, subscribe, resync, then
 // serve events and resync periodically until an error or ctx ends it.

@@ -723,3 +723,31 @@ func TestEsltestEventHelpers(t *testing.T) {
 		t.Fatal("still whitelisted after UnregisterEvent")
 	}
 }
+
+func TestReasonLabels(t *testing.T) {
+	timeoutErr := &net.OpError{Op: "read", Err: timeoutError{}}
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("x: %w", ErrAuth), "auth"},
+		{ErrRejected, "rejected"},
+		{fmt.Errorf("%w: 4000000000", ErrFrameTooLarge), "frame_too_large"},
+		{fmt.Errorf("%w: malformed", ErrProtocol), "protocol"},
+		{ErrDisconnected, "disconnect_notice"},
+		{fmt.Errorf("api: %w", ErrTimeout), "timeout"},
+		{timeoutErr, "timeout"},
+		{fmt.Errorf("%w: %w", errDial, timeoutErr), "dial"},
+		{fmt.Errorf("frame body: %w", net.ErrClosed), "io"},
+	} {
+		if got := reason(tc.err); got != tc.want {
+			t.Errorf("reason(%v) = %s, want %s", tc.err, got, tc.want)
+		}
+	}
+}
+
+type timeoutError struct{}
+
+func (timeoutError) Error() string   { return "i/o timeout" }
+func (timeoutError) Timeout() bool   { return true }
+func (timeoutError) Temporary() bool { return true }

@@ -256,3 +256,88 @@ func TestRealTools(t *testing.T) {
 		t.Errorf("sipp's registration not learned: %+v", c.regs)
 	}
 }
+
+// TestLiveCaptureTCPAndIPv6 sends SIP over TCP (IPv4) and over UDP on ::1
+// through "lo" and checks the live capture reads both: TCP offenses are
+// Verified (a handshake happened), IPv6 sources are reported as such. Needs
+// root (CAP_NET_RAW), as CI has.
+func TestLiveCaptureTCPAndIPv6(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ln, err := net.Listen("tcp", "127.0.0.5:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	u6, err := net.ListenPacket("udp6", fmt.Sprintf("[::1]:%d", port))
+	if err != nil {
+		t.Fatalf("udp6 on ::1: %v", err)
+	}
+	defer u6.Close()
+
+	c := &collector{}
+	a := newTestAnalyzer(t, c, nil)
+	capt, err := NewCapture("lo", []int{port}, a, nil, nil)
+	if err != nil {
+		t.Fatalf("live capture: %v", err)
+	}
+	cctx, ccancel := context.WithCancel(ctx)
+	capErr := make(chan error, 1)
+	go func() { capErr <- capt.Run(cctx) }()
+	defer func() {
+		ccancel()
+		if err := <-capErr; err != nil {
+			t.Errorf("capture Run: %v", err)
+		}
+	}()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // a TCP peer that reads and discards
+		defer wg.Done()
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		buf := make([]byte, 4096)
+		for {
+			if _, err := conn.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.7")}}
+	conn, err := d.DialContext(ctx, "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Write(req("OPTIONS", "sip:100@127.0.0.5", "User-Agent: sipcli/v1.8")); err != nil {
+		t.Fatal(err)
+	}
+	c6, err := net.Dial("udp6", fmt.Sprintf("[::1]:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c6.Close()
+	if _, err := c6.Write(req("INVITE", "sip:+37256001234@[::1]")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, func() bool {
+		got := c.count()
+		return got["127.0.0.7 scanner_user_agent"] > 0 && got["::1 toll_fraud_invite"] > 0
+	})
+	conn.Close()
+	wg.Wait()
+	got := c.count()
+	if got["127.0.0.7 scanner_user_agent"] != 1 || got["::1 toll_fraud_invite"] != 1 {
+		t.Errorf("got %v (each message must be seen exactly once)", got)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, o := range c.offs {
+		if o.Rule == offense.ScannerUserAgent && !o.Verified {
+			t.Errorf("TCP offense not verified: %+v", o)
+		}
+	}
+}

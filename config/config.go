@@ -80,6 +80,12 @@ type Logs struct {
 	FromStart    bool          `yaml:"from_start"`
 	MaxLineBytes int           `yaml:"max_line_bytes"`
 	PollInterval time.Duration `yaml:"poll_interval"`
+	// PublicContexts are the dialplan contexts whose unrouted calls are
+	// no_route offenses (default: public).
+	PublicContexts []string `yaml:"public_contexts"`
+	// Timezone of the times FreeSWITCH writes in its log (IANA name;
+	// default Local, as FreeSWITCH logs local time).
+	Timezone string `yaml:"timezone"`
 }
 
 // SIP configures the SIP payload sources and rule parameters.
@@ -161,7 +167,7 @@ func Default() Config {
 			BackoffMax:     30 * time.Second,
 			MaxFrameBytes:  1 << 20,
 		},
-		Logs: Logs{MaxLineBytes: 64 << 10, PollInterval: time.Second},
+		Logs: Logs{MaxLineBytes: 64 << 10, PollInterval: time.Second, PublicContexts: []string{"public"}, Timezone: "Local"},
 		SIP: SIP{
 			HEPListen:     "127.0.0.1:9060",
 			CapturePorts:  []int{5060, 5080},
@@ -170,7 +176,11 @@ func Default() Config {
 			ScanUsers:     10,
 			ScanWindow:    time.Minute,
 		},
-		Rules: map[string]Rule{},
+		Rules: map[string]Rule{
+			// Every legitimate login is challenged once: off unless an
+			// operator enables it (with a weight) for DDoS mode.
+			string(offense.AuthChallenge): {Enabled: ptr(false), Weight: ptr(0.0)},
+		},
 		Jail: Jail{
 			Findtime:     10 * time.Minute,
 			MaxRetry:     5,
@@ -185,6 +195,8 @@ func Default() Config {
 		Log:       Log{Level: "info", Format: "text"},
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
 
 // Load reads the file at path (empty: defaults only), applies environment
 // overrides from env (os.Environ form; nil means none), reads *_file
@@ -449,6 +461,11 @@ func (c *Config) Validate() error {
 		bad("logs.max_line_bytes", "must be at least 256, got %d", c.Logs.MaxLineBytes)
 	}
 	positive("logs.poll_interval", c.Logs.PollInterval)
+	if c.Logs.Timezone != "" && c.Logs.Timezone != "Local" {
+		if _, err := time.LoadLocation(c.Logs.Timezone); err != nil {
+			bad("logs.timezone", "%v", err)
+		}
+	}
 	hostPort("sip.hep_listen", c.SIP.HEPListen, true)
 	for i, p := range c.SIP.CapturePorts {
 		if p <= 0 || p > 65535 {

@@ -129,7 +129,7 @@ func New(cfg config.Config, o Options) (*Daemon, error) {
 		return nil, err
 	}
 	d.jail = jail
-	sink := offense.Sink(jail)
+	sink := RuleFilter(cfg, jail)
 
 	if !cfg.ESL.Disabled {
 		d.esl, err = eslwatch.New(eslwatch.Options{
@@ -153,9 +153,16 @@ func New(cfg config.Config, o Options) (*Daemon, error) {
 		}
 	}
 	if len(cfg.Logs.Files) > 0 {
+		loc, err := LogLocation(cfg.Logs)
+		if err != nil {
+			d.closeFirewall()
+			return nil, err
+		}
 		d.logs, err = logwatch.NewFollower(logwatch.Options{
-			Files:      cfg.Logs.Files,
-			FromStart:  cfg.Logs.FromStart,
+			Files:          cfg.Logs.Files,
+			FromStart:      cfg.Logs.FromStart,
+			PublicContexts: cfg.Logs.PublicContexts,
+			Location:       loc,
 			MaxLine:    cfg.Logs.MaxLineBytes,
 			Poll:       cfg.Logs.PollInterval,
 			Stdin:      o.Stdin,
@@ -342,6 +349,40 @@ func JailOptions(cfg config.Config) ban.Options {
 		V6Prefix:     cfg.Ban.V6Prefix,
 		StateFile:    cfg.Jail.StateFile,
 	}
+}
+
+// RuleFilter drops the offenses of rules switched off in the config before
+// they reach the jail (auth_challenge is off unless enabled: every
+// legitimate login is challenged once).
+func RuleFilter(cfg config.Config, next offense.Sink) offense.Sink {
+	_, disabled := cfg.RuleWeights()
+	if len(disabled) == 0 {
+		return next
+	}
+	var off [64]bool
+	names := map[offense.Rule]int{}
+	for i, r := range offense.Rules {
+		names[r] = i
+		off[i] = disabled[r]
+	}
+	return offense.SinkFunc(func(o offense.Offense) {
+		if i, ok := names[o.Rule]; ok && off[i] {
+			return
+		}
+		next.Offend(o)
+	})
+}
+
+// LogLocation is the time zone FreeSWITCH writes its log times in.
+func LogLocation(c config.Logs) (*time.Location, error) {
+	if c.Timezone == "" || c.Timezone == "Local" {
+		return time.Local, nil
+	}
+	loc, err := time.LoadLocation(c.Timezone)
+	if err != nil {
+		return nil, fmt.Errorf("logs.timezone: %w", err)
+	}
+	return loc, nil
 }
 
 // SIPConfig maps the sip section onto the analyzer's config.

@@ -110,11 +110,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 
 	var mu sync.Mutex
 	var found []offense.Offense
-	collect := offense.SinkFunc(func(of offense.Offense) {
+	collect := daemon.RuleFilter(o.Config, offense.SinkFunc(func(of offense.Offense) {
 		mu.Lock()
 		found = append(found, of)
 		mu.Unlock()
-	})
+	}))
 	analyzer, err := sip.NewAnalyzer(sip.Options{
 		Config:        daemon.SIPConfig(o.Config.SIP),
 		Sink:          collect,
@@ -126,6 +126,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	parser := logwatch.NewParser(o.Now)
+	loc, err := daemon.LogLocation(o.Config.Logs)
+	if err != nil {
+		return nil, err
+	}
+	parser.SetLocation(loc)
+	if len(o.Config.Logs.PublicContexts) > 0 {
+		parser.SetPublicContexts(o.Config.Logs.PublicContexts...)
+	}
 	rep := &Report{}
 	for _, path := range o.Files {
 		if err := ctx.Err(); err != nil {

@@ -40,8 +40,8 @@ type Config struct {
 	MaxTrackedIPs int
 }
 
-// DefaultScannerUserAgents are the tools seen in the wild and in the lab.
-var DefaultScannerUserAgents = []string{
+// defaultScannerUserAgents are the tools seen in the wild and in the lab.
+var defaultScannerUserAgents = []string{
 	"friendly-scanner", // SIPVicious svmap/svwar/svcrack
 	"sipvicious",       // SIPVicious From display name
 	"sipcli",
@@ -62,11 +62,11 @@ var DefaultScannerUserAgents = []string{
 	"sipptk",
 }
 
-// DefaultTollPatterns match Request-URI users that dial abroad or premium:
+// defaultTollPatterns match Request-URI users that dial abroad or premium:
 // an E.164 "+", the 00/011 international prefixes, the same behind up to six
 // tech-prefix digits or */# (9011..., 900..., *00...), and digit strings too
 // long for any national plan.
-var DefaultTollPatterns = []string{
+var defaultTollPatterns = []string{
 	`^\+[0-9]{7,}$`,
 	`^(00|011)[1-9][0-9]{5,}$`,
 	`^[0-9*#]{1,6}(00|011)[1-9][0-9]{5,}$`,
@@ -76,8 +76,8 @@ var DefaultTollPatterns = []string{
 // DefaultConfig returns the built-in rule parameters.
 func DefaultConfig() Config {
 	return Config{
-		ScannerUserAgents: append([]string(nil), DefaultScannerUserAgents...),
-		TollPatterns:      append([]string(nil), DefaultTollPatterns...),
+		ScannerUserAgents: append([]string(nil), defaultScannerUserAgents...),
+		TollPatterns:      append([]string(nil), defaultTollPatterns...),
 		FloodRequests:     30,
 		FloodWindow:       2 * time.Second,
 		ScanUsers:         10,

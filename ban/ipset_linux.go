@@ -177,6 +177,12 @@ func (s *IPSet) checkTypes() error {
 		if err != nil {
 			return wrapKernel(err, "ipset list %s", want.name)
 		}
+		if want.name == s.opt.SetV6 && want.typ == "hash:ip" && info.typ == "hash:net" && info.family == want.family {
+			// made beforehand as hash:net (examples/firewall/ipset.conf): it
+			// holds single addresses as well
+			s.type6 = "hash:net"
+			continue
+		}
 		if info.typ != want.typ || info.family != want.family {
 			return fmt.Errorf("ipset: set %s exists as %s family %d, want %s family %d (destroy it or use another name)",
 				want.name, info.typ, info.family, want.typ, want.family)

@@ -378,8 +378,17 @@ func TestIpsetSetsFromIpsetTool(t *testing.T) {
 	if logged.Len() != 0 {
 		t.Fatalf("stray log lines: %s", logged.String())
 	}
-	// an hash:ip IPv6 set where prefixes are configured is refused with a reason
-	if _, err := NewIPSet(IPSetOptions{NetNS: int(ns.H), SetV4: "sw4", SetV6: "sw6"}); err == nil || !strings.Contains(err.Error(), "want hash:ip") {
+	// exact IPv6 bans (no v6_prefix) also use the hash:net set made at boot
+	exact := newTestIPSet(t, ns, IPSetOptions{SetV4: "sw4", SetV6: "sw6"})
+	if err := exact.Add(context.Background(), netip.MustParsePrefix("2001:db8:78::1/128"), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if got := kernelTimeouts(t, ns, "sw6")["2001:db8:78::1"]; !near(got, 3600, 5) {
+		t.Fatalf("exact v6 in hash:net: %v", kernelTimeouts(t, ns, "sw6"))
+	}
+	// a hash:ip IPv6 set where prefixes are configured is refused with a reason
+	ns.exec(t, "ipset", "create", "ip6", "hash:ip", "family", "inet6", "timeout", "0")
+	if _, err := NewIPSet(IPSetOptions{NetNS: int(ns.H), SetV4: "sw4", SetV6: "ip6", V6Prefix: 64}); err == nil || !strings.Contains(err.Error(), "want hash:net") {
 		t.Fatalf("v6 type mismatch: %v", err)
 	}
 }

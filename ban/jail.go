@@ -409,6 +409,9 @@ func (j *Jail) duplicate(of *offender, user string, si int, t int64) bool {
 
 var authFailureIdx = ruleIndex(offense.AuthFailure)
 
+// maxFuture is how far ahead of the jail's clock an offense time may be.
+const maxFuture = time.Minute
+
 // Offend records one offense; it implements offense.Sink. Scoring and the
 // decision are synchronous; the kernel write is queued, never awaited.
 func (j *Jail) Offend(o offense.Offense) {
@@ -421,8 +424,10 @@ func (j *Jail) Offend(o offense.Offense) {
 		return
 	}
 	t := o.Time
-	if t.IsZero() {
-		t = j.now()
+	if now := j.now(); t.IsZero() || t.After(now.Add(maxFuture)) {
+		// a record from the future (a clock or year-inference error) would
+		// freeze this address's window: take it as happening now
+		t = now
 	}
 	tn := t.UnixNano()
 	pol := j.policy.Load()

@@ -917,3 +917,14 @@ func TestResyncLiftsBansOnRegisteredAddresses(t *testing.T) {
 		t.Fatalf("log: %s", e.log)
 	}
 }
+
+func TestFutureOffenseTimeClamped(t *testing.T) {
+	e := newEnv(t, Options{})
+	e.offend("203.0.113.120", offense.AuthFailure, 400*24*time.Hour) // a year-inference error
+	for i := range 4 {
+		e.offend("203.0.113.120", offense.AuthFailure, time.Duration(i)*time.Second)
+	}
+	if !e.banned("203.0.113.120") {
+		t.Fatalf("a future record froze the window: %+v", e.state("203.0.113.120"))
+	}
+}

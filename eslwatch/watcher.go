@@ -87,6 +87,51 @@ type node struct {
 	mu      sync.Mutex
 	ready   bool
 	lastErr error
+
+	// Offenses seen between the subscription and the first resync of a
+	// session are held back until the listing is in the whitelist: an
+	// address registered before we connected must not be scored as a
+	// stranger in that window.
+	hmu     sync.Mutex
+	holding bool
+	held    []offense.Offense
+}
+
+// maxHeld bounds the offenses held during a resync; more are dropped and
+// counted.
+const maxHeld = 10_000
+
+func (w *Watcher) offend(n *node, o offense.Offense) {
+	n.hmu.Lock()
+	if n.holding {
+		if len(n.held) < maxHeld {
+			n.held = append(n.held, o)
+		} else {
+			w.m.skipped.WithLabelValues("held_overflow").Inc()
+		}
+		n.hmu.Unlock()
+		return
+	}
+	n.hmu.Unlock()
+	w.opts.Offenses.Offend(o)
+}
+
+func (n *node) hold() {
+	n.hmu.Lock()
+	n.holding = true
+	n.hmu.Unlock()
+}
+
+// release emits the held offenses in order; offenses the reader sees
+// meanwhile wait for the lock and so come after them.
+func (w *Watcher) release(n *node) {
+	n.hmu.Lock()
+	defer n.hmu.Unlock()
+	for _, o := range n.held {
+		w.opts.Offenses.Offend(o)
+	}
+	clear(n.held)
+	n.held, n.holding = n.held[:0], false
 }
 
 // New checks opts and builds a Watcher; Run starts it.
@@ -255,8 +300,10 @@ func (w *Watcher) session(ctx context.Context, n *node, reconnect bool) (ready b
 		func(ct string, body []byte) { w.handle(n, ct, body) },
 		func(reason string) { w.m.skipped.WithLabelValues(reason).Inc() })
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
+	n.hold()
 	go c.readLoop()
 	defer func() {
+		w.release(n) // never lose what was held, whatever happened
 		stop()
 		nc.Close()
 		<-c.done // the reader goroutine is owned here
@@ -293,6 +340,7 @@ func (w *Watcher) session(ctx context.Context, n *node, reconnect bool) (ready b
 	if err := w.resync(ctx, c, n); err != nil {
 		return false, err
 	}
+	w.release(n)
 	ready = true
 	w.m.connected.Inc()
 	if reconnect {
@@ -410,7 +458,7 @@ func (w *Watcher) handleEvent(n *node, ct string, body []byte) {
 		}
 		w.opts.Whitelist.RemoveRegistration(r)
 	case "sofia::register_failure":
-		w.registerFailure(ev)
+		w.registerFailure(n, ev)
 	}
 	// pre_register, register_attempt (a challenge, or the attempt a failure
 	// reports) and wrong_call_state are counted only: never offenses.
@@ -420,10 +468,14 @@ func (w *Watcher) trusted(ev *Event) bool {
 	return w.profiles == nil || w.profiles[ev.Get("profile-name")]
 }
 
+// maxSkew is how far an event's Event-Date-Timestamp may be from the
+// local clock and still be taken as the offense time.
+const maxSkew = time.Minute
+
 // registerFailure reports a digest failure (FreeSWITCH answered 403 after
 // a challenge). to-user is the user tried for a REGISTER and the dialled
 // number for an INVITE; the event has no call-id and no realm.
-func (w *Watcher) registerFailure(ev *Event) {
+func (w *Watcher) registerFailure(n *node, ev *Event) {
 	if w.opts.Offenses == nil {
 		return
 	}
@@ -432,15 +484,19 @@ func (w *Watcher) registerFailure(ev *Event) {
 		w.m.skipped.WithLabelValues("bad_registration").Inc()
 		return
 	}
+	// The event's own time, unless the node's clock disagrees with ours
+	// by more than maxSkew: the jail's windows run on our clock, and an
+	// event arriving now happened now.
+	now := w.opts.Now()
 	t, ok := eventTime(ev)
-	if !ok {
-		t = w.opts.Now()
+	if !ok || t.Sub(now).Abs() > maxSkew {
+		t = now
 	}
 	method := strings.ToUpper(ev.Get("registration-type"))
 	if method == "" {
 		method = "REGISTER"
 	}
-	w.opts.Offenses.Offend(offense.Offense{
+	w.offend(n, offense.Offense{
 		IP:       ip,
 		Rule:     offense.AuthFailure,
 		Source:   offense.SourceESL,

@@ -751,3 +751,34 @@ type timeoutError struct{}
 func (timeoutError) Error() string   { return "i/o timeout" }
 func (timeoutError) Timeout() bool   { return true }
 func (timeoutError) Temporary() bool { return true }
+
+// TestOffensesHeldUntilFirstResync: a failure from a registered address
+// that arrives between the subscription and the listing reaches the sink
+// only once the listing is in the whitelist.
+func TestOffensesHeldUntilFirstResync(t *testing.T) {
+	srv := esltest.NewServer(t, "ClueCon")
+	listing := strings.ReplaceAll(listingA, `"network_ip":"127.0.0.1"`, `"network_ip":"192.0.2.50"`)
+	srv.SetHandler(func(cmd string) (string, bool) {
+		if cmd != ResyncCommand {
+			return "", false
+		}
+		srv.Push(esltest.RegisterFailureEvent(t, "192.0.2.50", "1000", "REGISTER"))
+		return esltest.APIResponse(listing), true
+	})
+	seen := make(chan bool, 1)
+	start(t, []string{srv.Addr}, func(o *Options) {
+		wl := o.Whitelist
+		o.Offenses = offense.SinkFunc(func(o offense.Offense) {
+			_, ok := wl.Allowed(o.IP)
+			seen <- ok
+		})
+	})
+	select {
+	case ok := <-seen:
+		if !ok {
+			t.Fatal("offense delivered before the listing whitelisted its address")
+		}
+	case <-time.After(wait):
+		t.Fatal("held offense never delivered")
+	}
+}

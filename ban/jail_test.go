@@ -331,6 +331,7 @@ func TestProtectedThenRegistrationGone(t *testing.T) {
 	// a second skip is logged again only after findtime
 	al[netip.MustParseAddr("203.0.113.20")] = "registered"
 	for i := range 30 {
+		e.clk.Set(t0.Add(time.Duration(i) * time.Minute))
 		e.offend("203.0.113.20", offense.AuthFailure, time.Duration(i)*time.Minute)
 	}
 	if got := testutil.ToFloat64(e.j.m.skipped.WithLabelValues(reasonRegistered)); got != 3+1 {

@@ -277,6 +277,10 @@ func TestFixtureStreamC(t *testing.T) {
 	for len(h.offenses) > 0 {
 		o := <-h.offenses
 		got = append(got, fmt.Sprintf("%s %s %s %s", o.Rule, o.Method, o.User, o.Detail))
+		// The capture's clock is minutes ahead of ours: our time is used.
+		if !o.Time.Equal(fixedNow) {
+			t.Errorf("offense time %v, want the local %v", o.Time, fixedNow)
+		}
 	}
 	want := []string{
 		"auth_failure REGISTER 5555 SIPp-reg-test",

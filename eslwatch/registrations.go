@@ -14,9 +14,10 @@ import (
 )
 
 // FreeSWITCH stores a registration's expiry as registration time + Expires +
-// 60 s (the fixtures: REGISTER at 19:46:14 with Expires 3600, listed with
-// expires 20:47:14). The whitelist wants the SIP expiry and adds its own
-// grace, so the listing's absolute times are taken back by this margin.
+// the profile's sip-expires-late-margin, 60 s by default (the fixtures:
+// REGISTER at 19:46:14 with Expires 3600, listed with expires 20:47:14).
+// The whitelist wants the SIP expiry and adds its own grace, so the
+// listing's absolute times are taken back by this margin.
 const fsExpiryMargin = 60 * time.Second
 
 // ErrListing reports a `show registrations as json` body that does not

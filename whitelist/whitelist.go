@@ -431,6 +431,9 @@ func (w *Whitelist) Upsert(r Registration) {
 		w.data.set(r.IP, e)
 	}
 	if i := e.find(&nr); i >= 0 {
+		if e.regs[i].callID() != nr.callID() {
+			w.dropCallLocked(&e.regs[i], r.IP)
+		}
 		e.regs[i] = nr
 	} else {
 		e.regs = append(e.regs, nr)
@@ -440,20 +443,23 @@ func (w *Whitelist) Upsert(r Registration) {
 	w.dirty = append(w.dirty, r.IP)
 }
 
+// find returns the registration nr renews: the same node and call-id, or
+// else the same node, user, realm and contact (FreeSWITCH's default
+// multiple-registrations=contact keys a registration by its contact, and a
+// refresh may come with a new call-id).
 func (e *ipEntry) find(nr *reg) int {
 	cid := nr.callID()
-	for i := range e.regs {
-		r := &e.regs[i]
-		if r.node != nr.node {
-			continue
-		}
-		if cid != "" {
-			if r.callID() == cid {
+	if cid != "" {
+		for i := range e.regs {
+			if e.regs[i].node == nr.node && e.regs[i].callID() == cid {
 				return i
 			}
-			continue
 		}
-		if r.callID() == "" && r.user() == nr.user() && r.realm == nr.realm && r.contact() == nr.contact() {
+	}
+	for i := range e.regs {
+		r := &e.regs[i]
+		if r.node == nr.node && r.user() == nr.user() && r.realm == nr.realm && r.contact() == nr.contact() &&
+			(nr.contact() != "" || r.callID() == "" && cid == "") {
 			return i
 		}
 	}

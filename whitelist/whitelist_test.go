@@ -244,7 +244,7 @@ func TestExpiryPartialSweep(t *testing.T) {
 	a := reg1000(c, "192.0.2.30")
 	a.ExpiresAt = c.In(5 * time.Second)
 	b := reg1000(c, "192.0.2.30")
-	b.CallID = "b"
+	b.CallID, b.Contact = "b", "sip:1000@192.0.2.30:5070" // another phone of the same user
 	w.Upsert(a)
 	w.Upsert(b)
 	c.Add(2 * time.Minute)
@@ -522,5 +522,31 @@ func TestStaticLongList(t *testing.T) {
 		if e, got := w.Lookup(a); got != want || (got && !e.Prefix.Contains(a)) {
 			t.Fatalf("Lookup(%s) = %+v %v", a, e, got)
 		}
+	}
+}
+
+// TestRefreshWithNewCallID: a refresh with a new call-id and the same
+// contact renews the registration instead of adding a second one.
+func TestRefreshWithNewCallID(t *testing.T) {
+	c := newClock()
+	w, _ := newWL(t, c)
+	r := reg1000(c, "192.0.2.80")
+	w.Upsert(r)
+	r.CallID = "refreshed@phone"
+	r.ExpiresAt = c.In(2 * time.Hour)
+	w.Upsert(r)
+	e, _ := w.Lookup(r.IP)
+	if len(e.Registrations) != 1 || e.Registrations[0].CallID != "refreshed@phone" || !e.Registrations[0].ExpiresAt.Equal(r.ExpiresAt) {
+		t.Fatalf("entry %+v", e)
+	}
+	// Another contact of the same user is another registration.
+	r.CallID, r.Contact = "second@phone", "sip:1000@192.0.2.80:5070"
+	w.Upsert(r)
+	if _, regs := w.Len(); regs != 2 {
+		t.Fatalf("%d registrations", regs)
+	}
+	// The old call-id no longer leads anywhere.
+	if n := w.RemoveRegistration(Registration{Node: r.Node, CallID: "1-9887@127.0.0.1"}); n != 0 {
+		t.Fatalf("removed %d by a stale call-id", n)
 	}
 }

@@ -550,3 +550,17 @@ func TestRefreshWithNewCallID(t *testing.T) {
 		t.Fatalf("removed %d by a stale call-id", n)
 	}
 }
+
+func TestRegistrationsCount(t *testing.T) {
+	c := newClock()
+	w, _ := newWL(t, c, "192.0.2.0/24")
+	a := reg1000(c, "198.51.100.90")
+	w.Upsert(a)
+	a.CallID, a.Contact = "other", "sip:1000@198.51.100.90:5070"
+	w.Upsert(a)
+	for ip, want := range map[string]int{"198.51.100.90": 2, "192.0.2.1": 0, "203.0.113.1": 0} {
+		if got := w.Registrations(netip.MustParseAddr(ip)); got != want {
+			t.Errorf("Registrations(%s) = %d, want %d", ip, got, want)
+		}
+	}
+}

@@ -124,4 +124,10 @@ type Offender struct {
 	BanDuration time.Duration `json:"-"`                     // current or last ban
 	BanSeconds  float64       `json:"ban_seconds,omitempty"` // BanDuration in seconds
 	ExpiresAt   time.Time     `json:"expires_at,omitzero"`   // of the current ban
+	// PeakScore is the highest score reached; Skipped and SkippedWhy the
+	// last ban skipped for it (protected, never-ban) even after it aged
+	// out of State. A replay's verdicts come from these.
+	PeakScore  float64 `json:"peak_score"`
+	Skipped    string  `json:"-"`
+	SkippedWhy string  `json:"-"`
 }

@@ -99,6 +99,8 @@ type offender struct {
 	dd             *dedup
 	hist           *history
 	ban            *activeBan
+	peak           float32 // highest score reached
+	skipped        uint8   // the last skip decision (stProtected, stNeverBan), kept after it ages out
 }
 
 const (
@@ -443,16 +445,17 @@ func (j *Jail) Offend(o offense.Offense) {
 		of = &offender{}
 		j.offenders[key] = of
 	}
-	if of.counts[ri] < math.MaxUint32 {
+	// The same failure seen by several sources (Event Socket, log, wire)
+	// counts and scores once.
+	w := pol.weights[ri]
+	if ri == authFailureIdx && j.duplicate(of, o.User, si, tn) {
+		w = 0
+		j.m.deduplicated.Inc()
+	} else if of.counts[ri] < math.MaxUint32 {
 		of.counts[ri]++
 	}
 	if o.User != "" {
 		of.user = o.User
-	}
-	w := pol.weights[ri]
-	if w > 0 && ri == authFailureIdx && j.duplicate(of, o.User, si, tn) {
-		w = 0
-		j.m.deduplicated.Inc()
 	}
 	of.add(tn, float32(w), F)
 	if tn > of.last {
@@ -468,6 +471,9 @@ func (j *Jail) Offend(o offense.Offense) {
 		delete(j.active, key)
 	}
 	score := of.score(of.last, F)
+	if float32(score) > of.peak {
+		of.peak = float32(score)
+	}
 	if w == 0 || score < pol.MaxRetry {
 		j.mu.Unlock()
 		return
@@ -479,6 +485,7 @@ func (j *Jail) Offend(o offense.Offense) {
 		if reason == reasonNeverBan {
 			of.state = stNeverBan
 		}
+		of.skipped = of.state
 		var cnt uint32
 		user := of.user
 		if skip {
@@ -501,11 +508,17 @@ func (j *Jail) Offend(o offense.Offense) {
 	h.count++
 	d := pol.banDuration(h.count)
 	h.last, h.dur = tn, d
+	// The ban runs from the decision, not from the offense's own time: an
+	// offense stamped late (a peer's clock, a backlog) still bans for d.
+	start := t
+	if now := j.now(); now.After(start) {
+		start = now
+	}
 	b := &activeBan{
 		prefix:   pfx,
 		rule:     ruleName(ri),
-		created:  t,
-		expires:  t.Add(d),
+		created:  start,
+		expires:  start.Add(d),
 		score:    score,
 		maxRetry: pol.MaxRetry,
 		n:        of.counts[ri],
@@ -816,6 +829,13 @@ func (j *Jail) Offenders() []Offender {
 		if of.hist != nil {
 			o.Bans = of.hist.count
 			o.BanDuration, o.BanSeconds = of.hist.dur, of.hist.dur.Seconds()
+		}
+		o.PeakScore = float64(of.peak)
+		switch of.skipped {
+		case stProtected:
+			o.Skipped, o.SkippedWhy = StateProtected, of.why
+		case stNeverBan:
+			o.Skipped, o.SkippedWhy = StateNeverBan, of.why
 		}
 		switch {
 		case of.ban != nil && (of.ban.expires.IsZero() || of.ban.expires.After(now)):

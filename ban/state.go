@@ -35,6 +35,7 @@ type stateRecord struct {
 	Prev     float32           `json:"prev,omitempty"`
 	Counts   map[string]uint32 `json:"counts,omitempty"`
 	User     string            `json:"user,omitempty"`
+	Peak     float32           `json:"peak,omitempty"`
 	Bans     int               `json:"bans,omitempty"`
 	LastBan  int64             `json:"last_ban,omitempty"` // unix ns
 	BanDur   time.Duration     `json:"ban_duration,omitempty"`
@@ -83,7 +84,7 @@ func (j *Jail) snapshot() stateFile {
 	var rest []scored
 	j.mu.Lock()
 	for k, of := range j.offenders {
-		r := stateRecord{IP: k.String(), WinStart: of.winStart, Last: of.last, Cur: of.cur, Prev: of.prev, User: of.user}
+		r := stateRecord{IP: k.String(), WinStart: of.winStart, Last: of.last, Cur: of.cur, Prev: of.prev, User: of.user, Peak: of.peak}
 		for i, c := range of.counts {
 			if c > 0 {
 				if r.Counts == nil {
@@ -211,7 +212,7 @@ func (j *Jail) loadState(path string) error {
 			of = &offender{}
 			j.offenders[key] = of
 		}
-		of.winStart, of.last, of.cur, of.prev, of.user = r.WinStart, r.Last, r.Cur, r.Prev, r.User
+		of.winStart, of.last, of.cur, of.prev, of.user, of.peak = r.WinStart, r.Last, r.Cur, r.Prev, r.User, r.Peak
 		for name, c := range r.Counts {
 			of.counts[ruleIndex(offense.Rule(name))] += c
 		}

@@ -104,7 +104,7 @@ func New(cfg config.Config, o Options) (*Daemon, error) {
 	d := &Daemon{cfg: cfg, log: o.Logger, reg: o.Registry}
 	d.wl = whitelist.New(whitelist.Options{
 		Static:     config.Prefixes(cfg.Whitelist.Static),
-		Grace:      cfg.Whitelist.Grace,
+		Grace:      Grace(cfg.Whitelist),
 		Registerer: d.reg,
 	})
 
@@ -124,7 +124,11 @@ func New(cfg config.Config, o Options) (*Daemon, error) {
 	jopt.Registerer = d.reg
 	jopt.NeverBan = append(jopt.NeverBan, nodePrefixes(cfg.ESL)...)
 	jail, err := ban.NewJail(jopt)
-	if err != nil {
+	switch {
+	case errors.Is(err, ban.ErrBadState) && jail != nil:
+		// The state file was moved aside; the kernel sets still hold the bans.
+		d.log.Error("state file unreadable; starting from the kernel's ban sets", "error", err)
+	case err != nil:
 		d.closeFirewall()
 		return nil, err
 	}
@@ -163,12 +167,12 @@ func New(cfg config.Config, o Options) (*Daemon, error) {
 			FromStart:      cfg.Logs.FromStart,
 			PublicContexts: cfg.Logs.PublicContexts,
 			Location:       loc,
-			MaxLine:    cfg.Logs.MaxLineBytes,
-			Poll:       cfg.Logs.PollInterval,
-			Stdin:      o.Stdin,
-			Sink:       sink,
-			Logger:     d.log,
-			Registerer: d.reg,
+			MaxLine:        cfg.Logs.MaxLineBytes,
+			Poll:           cfg.Logs.PollInterval,
+			Stdin:          o.Stdin,
+			Sink:           sink,
+			Logger:         d.log,
+			Registerer:     d.reg,
 		})
 		if err != nil {
 			d.closeFirewall()
@@ -328,14 +332,11 @@ func JailOptions(cfg config.Config) ban.Options {
 			w[r] = v
 		}
 	}
-	if v, ok := w[offense.ScannerUserAgent]; ok && v < cfg.Jail.MaxRetry {
-		w[offense.ScannerUserAgent] = cfg.Jail.MaxRetry // one scanner message bans
-	}
 	for r, v := range weights {
 		w[r] = v
 	}
 	for r := range disabled {
-		delete(w, r)
+		w[r] = 0 // RuleFilter drops them before the jail; never score them either
 	}
 	return ban.Options{
 		Findtime:     cfg.Jail.Findtime,
@@ -349,6 +350,15 @@ func JailOptions(cfg config.Config) ban.Options {
 		V6Prefix:     cfg.Ban.V6Prefix,
 		StateFile:    cfg.Jail.StateFile,
 	}
+}
+
+// Grace maps whitelist.grace onto the whitelist's option, where 0 means
+// the default and a negative value none.
+func Grace(c config.Whitelist) time.Duration {
+	if c.Grace == 0 {
+		return -1
+	}
+	return c.Grace
 }
 
 // RuleFilter drops the offenses of rules switched off in the config before

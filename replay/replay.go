@@ -86,11 +86,15 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		o.Now = time.Now
 	}
 	reg := prometheus.NewRegistry()
+	// Until judging starts the clock stays at the epoch, so that the
+	// whitelist keeps every registration it is given (a snapshot taken at
+	// the end of the night must still cover the night); the judgment then
+	// asks it at each offense's own time.
 	clk := &clock{}
-	clk.set(o.Now())
+	clk.set(time.Unix(0, 0))
 	wl := whitelist.New(whitelist.Options{
 		Static:     config.Prefixes(o.Config.Whitelist.Static),
-		Grace:      o.Config.Whitelist.Grace,
+		Grace:      daemon.Grace(o.Config.Whitelist),
 		Now:        clk.now,
 		Registerer: reg,
 	})
@@ -148,7 +152,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	slices.SortStableFunc(found, func(a, b offense.Offense) int { return a.Time.Compare(b.Time) })
 	jopt := daemon.JailOptions(o.Config)
 	jopt.StateFile = ""
-	jopt.Allowlist = wl
+	jopt.Allowlist = allowAt{wl, clk}
 	jopt.Firewall = ban.NewDryRun(ban.DryRunOptions{Now: clk.now})
 	jopt.Registerer = reg
 	jopt.Now = clk.now
@@ -198,6 +202,15 @@ func replayFile(ctx context.Context, path string, parser *logwatch.Parser, a *si
 	return nil
 }
 
+// allowAt asks the whitelist at the replay clock, not at the wall clock.
+type allowAt struct {
+	wl  *whitelist.Whitelist
+	clk *clock
+}
+
+func (a allowAt) Allowed(ip netip.Addr) (string, bool) { return a.wl.AllowedAt(ip, a.clk.now()) }
+func (a allowAt) Registrations(ip netip.Addr) int      { return a.wl.Registrations(ip) }
+
 type countingReader struct {
 	r io.Reader
 	n atomic.Int64
@@ -238,18 +251,33 @@ func startProgress(w io.Writer, path string, cr *countingReader, size int64) (st
 func rows(offenders []ban.Offender) []Row {
 	out := make([]Row, 0, len(offenders))
 	for _, of := range offenders {
-		r := Row{IP: of.IP, Offenses: map[string]int{}, Score: of.Score, Why: of.Why}
+		r := Row{IP: of.IP, Offenses: map[string]int{}, Score: of.PeakScore}
 		for rule, n := range of.Offenses {
 			r.Offenses[string(rule)] = n
 		}
-		switch of.State {
-		case ban.StateBanned:
+		switch {
+		case of.Bans > 0:
 			r.Verdict = VerdictBan
 			r.BanSeconds = int64(of.BanDuration / time.Second)
-		case ban.StateProtected:
+			r.Why = "threshold reached"
+			if of.Bans > 1 {
+				r.Why = fmt.Sprintf("banned %d times (escalated)", of.Bans)
+			}
+			if of.User != "" {
+				r.Why += "; target " + of.User
+			}
+		case of.Skipped == ban.StateProtected:
 			r.Verdict = VerdictProtected
-		case ban.StateNeverBan:
+			r.Why = of.SkippedWhy
+			if of.SkippedWhy == "registered" {
+				r.Why = "registered office"
+				if of.User != "" {
+					r.Why += "; user " + of.User + " keeps failing (stale password?)"
+				}
+			}
+		case of.Skipped == ban.StateNeverBan:
 			r.Verdict = VerdictNeverBan
+			r.Why = of.SkippedWhy
 		default:
 			r.Verdict = VerdictBelowThreshold
 		}
@@ -288,7 +316,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 		if row.BanSeconds > 0 {
 			ban = (time.Duration(row.BanSeconds) * time.Second).String()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%s\t%s\t%s\n", row.IP, rulesHit(row.Offenses), row.Score, row.Verdict, ban, clip(row.Why, 70))
+		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%s\t%s\t%s\n", row.IP, rulesHit(row.Offenses), row.Score, row.Verdict, ban, clip(row.Why, 50))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -318,7 +346,7 @@ func rulesHit(m map[string]int) string {
 	for i, k := range keys {
 		parts[i] = fmt.Sprintf("%s x%d", k, m[k])
 	}
-	return clip(strings.Join(parts, ", "), 60)
+	return clip(strings.Join(parts, ", "), 40)
 }
 
 func clip(s string, n int) string {

@@ -340,3 +340,11 @@ func (s *IPSet) Close() error {
 	}
 	return nil
 }
+
+var _ SetNamer = (*IPSet)(nil)
+
+// SetNames returns the IPv4 and IPv6 set names.
+func (s *IPSet) SetNames() (v4, v6 string) { return s.opt.SetV4, s.opt.SetV6 }
+
+// MaxElem returns each set's capacity.
+func (s *IPSet) MaxElem() int { return s.opt.MaxElem }

@@ -22,6 +22,8 @@ type metrics struct {
 	dropped      prometheus.Counter
 	evictions    prometheus.Counter
 	offenders    prometheus.Collector
+	setEntries   *prometheus.GaugeVec
+	setMaxElem   *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer, active, offenders func() float64) (*metrics, error) {
@@ -55,9 +57,13 @@ func newMetrics(reg prometheus.Registerer, active, offenders func() float64) (*m
 			Help: "Tracked addresses evicted because the jail reached max offenders."}),
 		offenders: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "sipwarden", Name: "jail_offenders",
 			Help: "Addresses tracked by the jail."}, offenders),
+		setEntries: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "sipwarden", Name: "ban_set_entries",
+			Help: "Entries in each kernel set, as read back by the last resync."}, []string{"set"}),
+		setMaxElem: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "sipwarden", Name: "ban_set_maxelem",
+			Help: "Capacity (maxelem) of each kernel set."}, []string{"set"}),
 	}
 	for _, c := range []prometheus.Collector{m.offenses, m.invalid, m.deduplicated, m.bansTotal, m.bansActive, m.skipped,
-		m.latency, m.errors, m.recreated, m.readded, m.lifted, m.dropped, m.evictions, m.offenders} {
+		m.latency, m.errors, m.recreated, m.readded, m.lifted, m.dropped, m.evictions, m.offenders, m.setEntries, m.setMaxElem} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -250,6 +250,7 @@ func (j *Jail) resyncLocked(ctx context.Context, initial bool) error {
 		j.setHealth(err)
 		return err
 	}
+	j.setGauges(entries)
 	now := j.now()
 	inKernel := make(map[netip.Prefix]struct{}, len(entries))
 	var adopted int
@@ -398,4 +399,32 @@ func (j *Jail) Sweep() {
 		delete(j.offenders, k)
 		j.dirty.Store(true)
 	}
+}
+
+// SetNamer is implemented by backends with named kernel sets of a fixed
+// capacity, so that their fill level can be watched (a full set is an
+// outage of the ban path).
+type SetNamer interface {
+	SetNames() (v4, v6 string)
+	MaxElem() int
+}
+
+func (j *Jail) setGauges(entries []Entry) {
+	sn, ok := j.fw.(SetNamer)
+	if !ok {
+		return
+	}
+	var n4, n6 int
+	for _, e := range entries {
+		if e.Prefix.Addr().Is4() {
+			n4++
+		} else {
+			n6++
+		}
+	}
+	v4, v6 := sn.SetNames()
+	j.m.setEntries.WithLabelValues(v4).Set(float64(n4))
+	j.m.setEntries.WithLabelValues(v6).Set(float64(n6))
+	j.m.setMaxElem.WithLabelValues(v4).Set(float64(sn.MaxElem()))
+	j.m.setMaxElem.WithLabelValues(v6).Set(float64(sn.MaxElem()))
 }

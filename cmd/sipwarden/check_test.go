@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -93,8 +94,10 @@ func TestCheckAgainstRunningDaemon(t *testing.T) {
 	// Two phones behind one NAT register (the fixture's REGISTER event with
 	// the address and call-ids changed).
 	reg := frame(t, "B_logauthfail_true_esl_custom_sofia_events.raw.txt", "register")
-	for _, callID := range []string{"phone-a", "phone-b"} {
-		if err := srv.Push(reframe(t, reg, "network-ip: 127.0.0.1", "network-ip: "+office, "call-id: 1-10661%40127.0.0.1", "call-id: "+callID)); err != nil {
+	for i, callID := range []string{"phone-a", "phone-b"} {
+		port := fmt.Sprint(5060 + i)
+		if err := srv.Push(reframe(t, reg, "network-ip: 127.0.0.1", "network-ip: "+office, "call-id: 1-10661%40127.0.0.1", "call-id: "+callID,
+			"15060", port)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -103,12 +106,12 @@ func TestCheckAgainstRunningDaemon(t *testing.T) {
 		t.Errorf("stranger: check = %d, want 1", got)
 	}
 	unreg := frame(t, "A_vanilla_esl_custom_sofia_events.raw.txt", "unregister")
-	push := func(callID string) {
-		if err := srv.Push(reframe(t, unreg, "network-ip: 127.0.0.1", "network-ip: "+office, "call-id: 1-10333%40127.0.0.1", "call-id: "+callID)); err != nil {
+	push := func(callID, port string) {
+		if err := srv.Push(reframe(t, unreg, "network-ip: 127.0.0.1", "network-ip: "+office, "call-id: 1-10333%40127.0.0.1", "call-id: "+callID, "15060", port)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	push("phone-a")
+	push("phone-a", "5060")
 	// One phone left: the office stays whitelisted. Wait until the event is
 	// surely applied by sending a marker registration for another IP.
 	if err := srv.Push(reframe(t, reg, "network-ip: 127.0.0.1", "network-ip: 192.0.2.99")); err != nil {
@@ -118,7 +121,7 @@ func TestCheckAgainstRunningDaemon(t *testing.T) {
 	if got := check(office); got != 0 {
 		t.Fatalf("after one of two unregistered: check = %d, want 0", got)
 	}
-	push("phone-b")
+	push("phone-b", "5061")
 	waitFor(t, func() bool { return check(office) == 1 }, "office no longer whitelisted")
 	if got := check("not-an-ip"); got != 2 {
 		t.Errorf("bad address: check = %d, want 2", got)

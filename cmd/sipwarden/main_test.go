@@ -147,6 +147,11 @@ func TestRunWithDefaults(t *testing.T) {
 	if err != nil || code != 200 || !strings.Contains(body, "sipwarden_esl_connected") {
 		t.Errorf("/metrics = %d, %v (esl_connected present: %v)", code, err, strings.Contains(body, "sipwarden_esl_connected"))
 	}
+	for _, want := range []string{`sipwarden_ban_set_maxelem{set="sipwarden4"} 65536`, `sipwarden_ban_set_entries{set="sipwarden6"} 0`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 
 	start := time.Now()
 	cmd.Process.Signal(syscall.SIGTERM)

@@ -24,6 +24,9 @@ type Options struct {
 	Bantime    time.Duration // first ban (1h)
 	MaxBantime time.Duration // escalation cap (7d)
 	Factor     float64       // escalation factor (2; 1 = none)
+	// UnverifiedFactor weighs evidence a forged source could produce, see
+	// Policy.UnverifiedFactor (1).
+	UnverifiedFactor float64
 	// Weights per rule, see Policy.Weights.
 	Weights map[offense.Rule]float64
 	// MaxOffenders caps the tracked addresses (262144); beyond it the
@@ -243,7 +246,7 @@ func setDefault[T comparable](p *T, v T) {
 
 func (o Options) policy() Policy {
 	return Policy{Findtime: o.Findtime, MaxRetry: o.MaxRetry, Bantime: o.Bantime, MaxBantime: o.MaxBantime,
-		Factor: o.Factor, Weights: o.Weights, NeverBan: o.NeverBan}
+		Factor: o.Factor, Weights: o.Weights, NeverBan: o.NeverBan, UnverifiedFactor: o.UnverifiedFactor}
 }
 
 // Policy returns the policy in force, defaults filled in.
@@ -448,6 +451,9 @@ func (j *Jail) Offend(o offense.Offense) {
 	// The same failure seen by several sources (Event Socket, log, wire)
 	// counts and scores once.
 	w := pol.weights[ri]
+	if !o.Verified {
+		w *= pol.UnverifiedFactor
+	}
 	if ri == authFailureIdx && j.duplicate(of, o.User, si, tn) {
 		w = 0
 		j.m.deduplicated.Inc()

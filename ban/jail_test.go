@@ -929,3 +929,34 @@ func TestFutureOffenseTimeClamped(t *testing.T) {
 		t.Fatalf("a future record froze the window: %+v", e.state("203.0.113.120"))
 	}
 }
+
+// Spoofing stance: with UnverifiedFactor 0.5, single UDP packets (which a
+// forged source can produce) need twice the evidence of verified failures.
+func TestUnverifiedFactor(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	fw := NewDryRun(DryRunOptions{})
+	j, err := NewJail(Options{Firewall: fw, UnverifiedFactor: 0.5, Now: func() time.Time { return now },
+		HostAddrs: func() ([]netip.Addr, error) { return nil, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged, real := netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("198.51.100.2")
+	for i := range 5 {
+		at := now.Add(time.Duration(i) * time.Second)
+		j.Offend(offense.Offense{IP: forged, Rule: offense.MalformedSIP, Source: offense.SourceHEP, Time: at})
+		j.Offend(offense.Offense{IP: real, Rule: offense.AuthFailure, Source: offense.SourceLog, Time: at, User: fmt.Sprint(1000 + i), Verified: true})
+	}
+	state := map[netip.Addr]Offender{}
+	for _, o := range j.Offenders() {
+		state[o.IP] = o
+	}
+	if o := state[forged]; o.Bans != 0 || o.Score != 2.5 {
+		t.Errorf("unverified: %+v, want score 2.5 and no ban", o)
+	}
+	if o := state[real]; o.Bans != 1 {
+		t.Errorf("verified: %+v, want banned", o)
+	}
+	if _, err := NewJail(Options{UnverifiedFactor: 2}); err == nil {
+		t.Error("factor 2 accepted")
+	}
+}

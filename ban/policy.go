@@ -40,6 +40,11 @@ type Policy struct {
 	// back its default). A weight >= MaxRetry bans at once.
 	Weights  map[offense.Rule]float64
 	NeverBan []netip.Prefix // besides loopback, link-local, multicast and the host's own addresses
+	// UnverifiedFactor multiplies the weight of evidence that needed no
+	// round trip with the source (a single UDP packet, whose source address
+	// can be forged) — Offense.Verified false. 1 (the default) trusts it
+	// fully; 0.5 makes forged-source evidence need twice as much to ban.
+	UnverifiedFactor float64
 }
 
 func (p *Policy) defaults() {
@@ -58,10 +63,16 @@ func (p *Policy) defaults() {
 	if p.Factor == 0 {
 		p.Factor = 2
 	}
+	if p.UnverifiedFactor == 0 {
+		p.UnverifiedFactor = 1
+	}
 }
 
 func (p *Policy) validate() error {
 	var errs []error
+	if p.UnverifiedFactor < 0 || p.UnverifiedFactor > 1 {
+		errs = append(errs, fmt.Errorf("unverified factor %g: must be within (0, 1]", p.UnverifiedFactor))
+	}
 	if p.Findtime < time.Second {
 		errs = append(errs, fmt.Errorf("findtime %s: must be >= 1s", p.Findtime))
 	}

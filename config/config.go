@@ -116,6 +116,10 @@ type Jail struct {
 	MaxBantime   time.Duration `yaml:"maxbantime"`
 	MaxOffenders int           `yaml:"max_offenders"`
 	StateFile    string        `yaml:"state_file"`
+	// UnverifiedFactor weighs evidence that a forged UDP source could
+	// produce (no round trip with the source): 1 trusts it fully, 0.5
+	// needs twice as much of it to ban.
+	UnverifiedFactor float64 `yaml:"unverified_factor"`
 }
 
 // Whitelist configures the static allowlist and registration grace.
@@ -131,6 +135,10 @@ type Ban struct {
 	SetV6    string `yaml:"set_v6"`
 	MaxElem  int    `yaml:"maxelem"`
 	V6Prefix int    `yaml:"v6_prefix"`
+	// Fallback "dry-run" keeps the daemon running, with a warning, when the
+	// ipset backend cannot be opened (no CAP_NET_ADMIN, no ip_set module);
+	// empty (the default) refuses to start.
+	Fallback string `yaml:"fallback"`
 }
 
 // API configures the HTTP API.
@@ -182,12 +190,13 @@ func Default() Config {
 			string(offense.AuthChallenge): {Enabled: ptr(false), Weight: ptr(0.0)},
 		},
 		Jail: Jail{
-			Findtime:     10 * time.Minute,
-			MaxRetry:     5,
-			Bantime:      time.Hour,
-			Factor:       2,
-			MaxBantime:   7 * 24 * time.Hour,
-			MaxOffenders: 1_000_000,
+			Findtime:         10 * time.Minute,
+			MaxRetry:         5,
+			Bantime:          time.Hour,
+			Factor:           2,
+			MaxBantime:       7 * 24 * time.Hour,
+			MaxOffenders:     1_000_000,
+			UnverifiedFactor: 1,
 		},
 		Whitelist: Whitelist{Grace: 60 * time.Second},
 		Ban:       Ban{Backend: BackendIPSet, SetV4: "sipwarden4", SetV6: "sipwarden6", MaxElem: 65536, V6Prefix: 128},
@@ -504,6 +513,9 @@ func (c *Config) Validate() error {
 	if c.Jail.MaxBantime < c.Jail.Bantime {
 		bad("jail.maxbantime", "must be >= jail.bantime")
 	}
+	if c.Jail.UnverifiedFactor <= 0 || c.Jail.UnverifiedFactor > 1 {
+		bad("jail.unverified_factor", "must be within (0, 1], got %g", c.Jail.UnverifiedFactor)
+	}
 	if c.Jail.MaxOffenders < 1 {
 		bad("jail.max_offenders", "must be >= 1")
 	}
@@ -524,6 +536,11 @@ func (c *Config) Validate() error {
 	case BackendIPSet, BackendDryRun:
 	default:
 		bad("ban.backend", "must be %q or %q, got %q", BackendIPSet, BackendDryRun, c.Ban.Backend)
+	}
+	switch c.Ban.Fallback {
+	case "", BackendDryRun:
+	default:
+		bad("ban.fallback", "must be empty or %q, got %q", BackendDryRun, c.Ban.Fallback)
 	}
 	setName := regexp.MustCompile(`^[A-Za-z0-9_.-]{1,31}$`)
 	if !setName.MatchString(c.Ban.SetV4) {

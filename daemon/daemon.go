@@ -112,6 +112,10 @@ func New(cfg config.Config, o Options) (*Daemon, error) {
 	if fw == nil {
 		var err error
 		fw, err = newFirewall(cfg.Ban, d.reg)
+		if err != nil && cfg.Ban.Fallback == config.BackendDryRun {
+			d.log.Warn("ban backend unavailable; running dry-run (ban.fallback): nothing will be banned in the kernel", "error", err)
+			fw, err = newFirewall(config.Ban{Backend: config.BackendDryRun, MaxElem: cfg.Ban.MaxElem}, d.reg)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -290,13 +294,14 @@ func (d *Daemon) Reload(cfg config.Config) ([]string, error) {
 	defer d.mu.Unlock()
 	jopt := JailOptions(cfg)
 	if err := d.jail.SetPolicy(ban.Policy{
-		Findtime:   jopt.Findtime,
-		MaxRetry:   jopt.MaxRetry,
-		Bantime:    jopt.Bantime,
-		MaxBantime: jopt.MaxBantime,
-		Factor:     jopt.Factor,
-		Weights:    jopt.Weights,
-		NeverBan:   append(jopt.NeverBan, nodePrefixes(cfg.ESL)...),
+		Findtime:         jopt.Findtime,
+		MaxRetry:         jopt.MaxRetry,
+		Bantime:          jopt.Bantime,
+		MaxBantime:       jopt.MaxBantime,
+		Factor:           jopt.Factor,
+		Weights:          jopt.Weights,
+		NeverBan:         append(jopt.NeverBan, nodePrefixes(cfg.ESL)...),
+		UnverifiedFactor: jopt.UnverifiedFactor,
 	}); err != nil {
 		return nil, fmt.Errorf("jail policy: %w", err)
 	}
@@ -339,16 +344,17 @@ func JailOptions(cfg config.Config) ban.Options {
 		w[r] = 0 // RuleFilter drops them before the jail; never score them either
 	}
 	return ban.Options{
-		Findtime:     cfg.Jail.Findtime,
-		MaxRetry:     cfg.Jail.MaxRetry,
-		Bantime:      cfg.Jail.Bantime,
-		MaxBantime:   cfg.Jail.MaxBantime,
-		Factor:       cfg.Jail.Factor,
-		Weights:      w,
-		MaxOffenders: cfg.Jail.MaxOffenders,
-		NeverBan:     config.Prefixes(cfg.NeverBan),
-		V6Prefix:     cfg.Ban.V6Prefix,
-		StateFile:    cfg.Jail.StateFile,
+		Findtime:         cfg.Jail.Findtime,
+		MaxRetry:         cfg.Jail.MaxRetry,
+		Bantime:          cfg.Jail.Bantime,
+		MaxBantime:       cfg.Jail.MaxBantime,
+		Factor:           cfg.Jail.Factor,
+		Weights:          w,
+		MaxOffenders:     cfg.Jail.MaxOffenders,
+		UnverifiedFactor: cfg.Jail.UnverifiedFactor,
+		NeverBan:         config.Prefixes(cfg.NeverBan),
+		V6Prefix:         cfg.Ban.V6Prefix,
+		StateFile:        cfg.Jail.StateFile,
 	}
 }
 

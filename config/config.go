@@ -139,6 +139,9 @@ type Ban struct {
 	// ipset backend cannot be opened (no CAP_NET_ADMIN, no ip_set module);
 	// empty (the default) refuses to start.
 	Fallback string `yaml:"fallback"`
+	// ResyncInterval is how often the kernel sets are read back and
+	// repaired (recreated if deleted, lost bans re-added).
+	ResyncInterval time.Duration `yaml:"resync_interval"`
 }
 
 // API configures the HTTP API.
@@ -199,7 +202,7 @@ func Default() Config {
 			UnverifiedFactor: 1,
 		},
 		Whitelist: Whitelist{Grace: 60 * time.Second},
-		Ban:       Ban{Backend: BackendIPSet, SetV4: "sipwarden4", SetV6: "sipwarden6", MaxElem: 65536, V6Prefix: 128},
+		Ban:       Ban{Backend: BackendIPSet, SetV4: "sipwarden4", SetV6: "sipwarden6", MaxElem: 65536, V6Prefix: 128, ResyncInterval: time.Minute},
 		API:       API{Listen: "127.0.0.1:9091"},
 		Log:       Log{Level: "info", Format: "text"},
 	}
@@ -542,6 +545,7 @@ func (c *Config) Validate() error {
 	default:
 		bad("ban.fallback", "must be empty or %q, got %q", BackendDryRun, c.Ban.Fallback)
 	}
+	positive("ban.resync_interval", c.Ban.ResyncInterval)
 	setName := regexp.MustCompile(`^[A-Za-z0-9_.-]{1,31}$`)
 	if !setName.MatchString(c.Ban.SetV4) {
 		bad("ban.set_v4", "must be 1-31 characters of [A-Za-z0-9_.-], got %q", c.Ban.SetV4)

@@ -352,6 +352,7 @@ func JailOptions(cfg config.Config) ban.Options {
 		Weights:          w,
 		MaxOffenders:     cfg.Jail.MaxOffenders,
 		UnverifiedFactor: cfg.Jail.UnverifiedFactor,
+		ResyncEvery:      cfg.Ban.ResyncInterval,
 		NeverBan:         config.Prefixes(cfg.NeverBan),
 		V6Prefix:         cfg.Ban.V6Prefix,
 		StateFile:        cfg.Jail.StateFile,

@@ -3,6 +3,7 @@ module github.com/sipwarden/sipwarden
 go 1.26.0
 
 require (
+	github.com/coreos/go-iptables v0.8.0
 	github.com/emiago/sipgo v1.7.3
 	github.com/fiorix/go-eventsocket v0.0.0-20240904143901-40effc2c18a7
 	github.com/fsnotify/fsnotify v1.10.1
@@ -24,7 +25,6 @@ require (
 	github.com/gobwas/pool v0.2.1 // indirect
 	github.com/gobwas/ws v1.3.2 // indirect
 	github.com/google/uuid v1.6.0 // indirect
-	github.com/icholy/digest v1.2.0 // indirect
 	github.com/kylelemons/godebug v1.1.0 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/prometheus/client_model v0.6.3 // indirect

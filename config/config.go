@@ -142,6 +142,10 @@ type Ban struct {
 	// ResyncInterval is how often the kernel sets are read back and
 	// repaired (recreated if deleted, lost bans re-added).
 	ResyncInterval time.Duration `yaml:"resync_interval"`
+	// InstallRule inserts the iptables/ip6tables DROP rules that use the
+	// sets on RulePorts at start and removes them at stop.
+	InstallRule bool  `yaml:"install_rule"`
+	RulePorts   []int `yaml:"rule_ports"`
 }
 
 // API configures the HTTP API.
@@ -202,7 +206,7 @@ func Default() Config {
 			UnverifiedFactor: 1,
 		},
 		Whitelist: Whitelist{Grace: 60 * time.Second},
-		Ban:       Ban{Backend: BackendIPSet, SetV4: "sipwarden4", SetV6: "sipwarden6", MaxElem: 65536, V6Prefix: 128, ResyncInterval: time.Minute},
+		Ban:       Ban{Backend: BackendIPSet, SetV4: "sipwarden4", SetV6: "sipwarden6", MaxElem: 65536, V6Prefix: 128, ResyncInterval: time.Minute, RulePorts: []int{5060, 5080}},
 		API:       API{Listen: "127.0.0.1:9091"},
 		Log:       Log{Level: "info", Format: "text"},
 	}
@@ -546,6 +550,14 @@ func (c *Config) Validate() error {
 		bad("ban.fallback", "must be empty or %q, got %q", BackendDryRun, c.Ban.Fallback)
 	}
 	positive("ban.resync_interval", c.Ban.ResyncInterval)
+	for i, p := range c.Ban.RulePorts {
+		if p <= 0 || p > 65535 {
+			bad(fmt.Sprintf("ban.rule_ports[%d]", i), "bad port %d", p)
+		}
+	}
+	if c.Ban.InstallRule && c.Ban.Backend != BackendIPSet {
+		bad("ban.install_rule", "needs ban.backend %q", BackendIPSet)
+	}
 	setName := regexp.MustCompile(`^[A-Za-z0-9_.-]{1,31}$`)
 	if !setName.MatchString(c.Ban.SetV4) {
 		bad("ban.set_v4", "must be 1-31 characters of [A-Za-z0-9_.-], got %q", c.Ban.SetV4)

@@ -77,6 +77,8 @@ type Daemon struct {
 	capt *sip.Capture
 	api  *api.Server
 	fw   ban.Firewall
+	// unrule removes the iptables rules installed at start (ban.install_rule).
+	unrule func() error
 }
 
 // Options are the parts a caller may inject (tests, embedding).
@@ -121,6 +123,12 @@ func New(cfg config.Config, o Options) (*Daemon, error) {
 		}
 	}
 	d.fw = fw
+	if cfg.Ban.InstallRule && o.Firewall == nil {
+		if err := d.installRules(cfg.Ban); err != nil {
+			d.closeFirewall()
+			return nil, err
+		}
+	}
 	jopt := JailOptions(cfg)
 	jopt.Allowlist = d.wl
 	jopt.Firewall = fw
@@ -230,9 +238,34 @@ func New(cfg config.Config, o Options) (*Daemon, error) {
 }
 
 func (d *Daemon) closeFirewall() {
+	if d.unrule != nil {
+		if err := d.unrule(); err != nil {
+			d.log.Error("removing the firewall rules", "error", err)
+		}
+		d.unrule = nil
+	}
 	if c, ok := d.fw.(io.Closer); ok {
 		c.Close()
 	}
+}
+
+// installRules makes sure the sets exist, then inserts the DROP rules.
+func (d *Daemon) installRules(c config.Ban) error {
+	if e, ok := d.fw.(ban.Ensurer); ok {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := e.Ensure(ctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("ban.install_rule: %w", err)
+		}
+	}
+	remove, err := ban.InstallRules(ban.RuleOptions{SetV4: c.SetV4, SetV6: c.SetV6, Ports: c.RulePorts})
+	if err != nil {
+		return fmt.Errorf("ban.install_rule: %w", err)
+	}
+	d.unrule = remove
+	d.log.Info("firewall rules installed", "sets", c.SetV4+","+c.SetV6, "ports", fmt.Sprint(c.RulePorts))
+	return nil
 }
 
 func (d *Daemon) closeAll() {
@@ -317,7 +350,7 @@ func (d *Daemon) Reload(cfg config.Config) ([]string, error) {
 	if fmt.Sprint(old.SIP) != fmt.Sprint(cfg.SIP) {
 		restart = append(restart, "sip")
 	}
-	if old.Ban != cfg.Ban {
+	if fmt.Sprint(old.Ban) != fmt.Sprint(cfg.Ban) {
 		restart = append(restart, "ban")
 	}
 	if old.API != cfg.API {

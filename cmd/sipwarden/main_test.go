@@ -225,3 +225,57 @@ func TestCheckErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestInstallRule: with ban.install_rule the daemon inserts the DROP rules
+// that use its sets at start and removes them at stop (in a fresh
+// namespace, so the host's firewall is untouched).
+func TestInstallRule(t *testing.T) {
+	ns := newNS(t)
+	cmd := exec.Command("ip", "netns", "exec", ns, binary, "run")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "SIPWARDEN_BAN_INSTALL_RULE=true", "SIPWARDEN_ESL_DISABLED=true",
+		"SIPWARDEN_BAN_RULE_PORTS=5060,5062"}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+		}
+	})
+	rules := func(tool string) string {
+		out, _ := exec.Command("ip", "netns", "exec", ns, tool, "-S", "INPUT").CombinedOutput()
+		return string(out)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) && strings.Count(rules("ip6tables"), "sipwarden6") < 2 {
+		select {
+		case e := <-exited:
+			t.Fatalf("daemon exited early: %v\n%s", e, stderr.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	v4, v6 := rules("iptables"), rules("ip6tables")
+	for _, want := range []string{"-p udp", "-p tcp"} {
+		for fam, got := range map[string]string{"sipwarden4": v4, "sipwarden6": v6} {
+			if !strings.Contains(got, want+" -m multiport --dports 5060,5062 -m set --match-set "+fam+" src") {
+				t.Errorf("%s rule for %s missing:\n%s", want, fam, got)
+			}
+		}
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("exit: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no exit within 5 s of SIGTERM")
+	}
+	if got := rules("iptables") + rules("ip6tables"); strings.Contains(got, "match-set") {
+		t.Errorf("rules left after stop:\n%s", got)
+	}
+}

@@ -1,0 +1,14 @@
+//go:build !linux
+
+package ban
+
+// RuleOptions names the sets and ports of the DROP rules InstallRules
+// writes.
+type RuleOptions struct {
+	SetV4, SetV6 string
+	Ports        []int
+	Chain        string
+}
+
+// InstallRules needs Linux.
+func InstallRules(RuleOptions) (func() error, error) { return nil, ErrNotSupported }

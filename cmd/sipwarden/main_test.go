@@ -99,15 +99,14 @@ func getInNS(t *testing.T, ns, url string) (int, string, error) {
 	return r.code, r.body, r.err
 }
 
-// TestRunWithDefaults: `sipwarden run` with no config starts with the ipset
-// backend (in a fresh namespace, so the host's sets are untouched), serves
-// /healthz 200 and /readyz 503 (no FreeSWITCH), and stops cleanly on SIGTERM.
-func TestRunWithDefaults(t *testing.T) {
-	ns := newNS(t)
+// startInNS starts `sipwarden run` inside ns with only PATH and env set; it
+// is killed at the end of the test if still running.
+func startInNS(t *testing.T, ns string, env ...string) (*exec.Cmd, *syncBuf, chan error) {
+	t.Helper()
 	cmd := exec.Command("ip", "netns", "exec", ns, binary, "run")
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
+	stderr := &syncBuf{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -118,6 +117,15 @@ func TestRunWithDefaults(t *testing.T) {
 			cmd.Process.Kill()
 		}
 	})
+	return cmd, stderr, exited
+}
+
+// TestRunWithDefaults: `sipwarden run` with no config starts with the ipset
+// backend (in a fresh namespace, so the host's sets are untouched), serves
+// /healthz 200 and /readyz 503 (no FreeSWITCH), and stops cleanly on SIGTERM.
+func TestRunWithDefaults(t *testing.T) {
+	ns := newNS(t)
+	cmd, stderr, exited := startInNS(t, ns)
 
 	deadline := time.Now().Add(10 * time.Second)
 	var code int
@@ -231,21 +239,8 @@ func TestCheckErrors(t *testing.T) {
 // namespace, so the host's firewall is untouched).
 func TestInstallRule(t *testing.T) {
 	ns := newNS(t)
-	cmd := exec.Command("ip", "netns", "exec", ns, binary, "run")
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "SIPWARDEN_BAN_INSTALL_RULE=true", "SIPWARDEN_ESL_DISABLED=true",
-		"SIPWARDEN_BAN_RULE_PORTS=5060,5062"}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-		}
-	})
+	cmd, stderr, exited := startInNS(t, ns, "SIPWARDEN_BAN_INSTALL_RULE=true", "SIPWARDEN_ESL_DISABLED=true",
+		"SIPWARDEN_BAN_RULE_PORTS=5060,5062")
 	rules := func(tool string) string {
 		out, _ := exec.Command("ip", "netns", "exec", ns, tool, "-S", "INPUT").CombinedOutput()
 		return string(out)

@@ -1,7 +1,9 @@
 package daemon
 
 import (
+	"errors"
 	"fmt"
+	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -9,7 +11,9 @@ import (
 	"github.com/sipwarden/sipwarden/config"
 )
 
-// newFirewall opens the configured ban backend.
+// newFirewall opens the configured ban backend. Its error is the one line
+// an operator reads when sipwarden refuses to start: it says what is missing
+// and what to change.
 func newFirewall(c config.Ban, reg prometheus.Registerer) (ban.Firewall, error) {
 	switch c.Backend {
 	case config.BackendDryRun:
@@ -21,8 +25,12 @@ func newFirewall(c config.Ban, reg prometheus.Registerer) (ban.Firewall, error) 
 			MaxElem:  c.MaxElem,
 			V6Prefix: c.V6Prefix,
 		})
+		if errors.Is(err, syscall.EPERM) {
+			// ban already says "(needs CAP_NET_ADMIN)"; say how to get it.
+			return nil, fmt.Errorf("ban backend ipset: %w: run as root or grant CAP_NET_ADMIN (systemd AmbientCapabilities=CAP_NET_ADMIN) with the ip_set kernel module loaded; ban.fallback: dry-run starts without kernel bans", err)
+		}
 		if err != nil {
-			return nil, fmt.Errorf("ban backend ipset: %w (needs CAP_NET_ADMIN and the ip_set kernel module; use ban.backend: dry-run to only observe)", err)
+			return nil, fmt.Errorf("ban backend ipset: %w (needs CAP_NET_ADMIN and the ip_set kernel modules: modprobe ip_set_hash_ip ip_set_hash_net; ban.fallback: dry-run starts without kernel bans)", err)
 		}
 		return fw, nil
 	}

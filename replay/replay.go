@@ -112,11 +112,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 	}
 
+	// Pass 1: captures. They teach the whitelist the registrations (a 200
+	// OK to a REGISTER) that must cover the whole night, so they are read
+	// before anything is judged; their offenses wait, sorted by time.
+	var captured []offense.Offense
 	var mu sync.Mutex
-	var found []offense.Offense
 	collect := daemon.RuleFilter(o.Config, offense.SinkFunc(func(of offense.Offense) {
 		mu.Lock()
-		found = append(found, of)
+		captured = append(captured, of)
 		mu.Unlock()
 	}))
 	analyzer, err := sip.NewAnalyzer(sip.Options{
@@ -129,27 +132,29 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	parser := logwatch.NewParser(o.Now)
-	loc, err := daemon.LogLocation(o.Config.Logs)
-	if err != nil {
-		return nil, err
-	}
-	parser.SetLocation(loc)
-	if len(o.Config.Logs.PublicContexts) > 0 {
-		parser.SetPublicContexts(o.Config.Logs.PublicContexts...)
-	}
 	rep := &Report{}
+	var logs []string
 	for _, path := range o.Files {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		if err := replayFile(ctx, path, parser, analyzer, collect, rep, o.Progress); err != nil {
+		isCapture, err := readInput(path, o.Progress, func(br *bufio.Reader, capture bool) error {
+			if !capture {
+				return nil
+			}
+			n, err := sip.ReadCapture(ctx, br, analyzer)
+			rep.Packets += n
+			return err
+		})
+		if err != nil {
 			return nil, err
 		}
+		if !isCapture {
+			logs = append(logs, path)
+		}
 	}
+	slices.SortStableFunc(captured, func(a, b offense.Offense) int { return a.Time.Compare(b.Time) })
 
-	// Judge in time order across all files, each offense at its own time.
-	slices.SortStableFunc(found, func(a, b offense.Offense) int { return a.Time.Compare(b.Time) })
 	jopt := daemon.JailOptions(o.Config)
 	jopt.StateFile = ""
 	jopt.Allowlist = allowAt{wl, clk}
@@ -162,19 +167,54 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, of := range found {
+	judge := func(of offense.Offense) {
 		clk.set(of.Time)
 		jail.Offend(of)
+		rep.Offenses++
 	}
-	rep.Offenses = len(found)
+	// Pass 2: the logs, streamed (memory does not grow with their size),
+	// each offense judged at its own time, merged with the captures'.
+	next := 0
+	fromLogs := daemon.RuleFilter(o.Config, offense.SinkFunc(func(of offense.Offense) {
+		for next < len(captured) && !captured[next].Time.After(of.Time) {
+			judge(captured[next])
+			next++
+		}
+		judge(of)
+	}))
+	parser := logwatch.NewParser(o.Now)
+	loc, err := daemon.LogLocation(o.Config.Logs)
+	if err != nil {
+		return nil, err
+	}
+	parser.SetLocation(loc)
+	if len(o.Config.Logs.PublicContexts) > 0 {
+		parser.SetPublicContexts(o.Config.Logs.PublicContexts...)
+	}
+	for _, path := range logs {
+		_, err := readInput(path, o.Progress, func(br *bufio.Reader, _ bool) error {
+			n, err := logwatch.Scan(ctx, br, parser, fromLogs, nil)
+			rep.Lines += n
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	for ; next < len(captured); next++ {
+		judge(captured[next])
+	}
 	rep.Rows = rows(jail.Offenders())
 	return rep, nil
 }
 
-func replayFile(ctx context.Context, path string, parser *logwatch.Parser, a *sip.Analyzer, sink offense.Sink, rep *Report, progress io.Writer) error {
+// readInput opens path (plain or gzip), tells whether it is a capture (by
+// its magic number) and hands the reader to fn, with progress on w for
+// inputs that take long.
+func readInput(path string, w io.Writer, fn func(br *bufio.Reader, capture bool) error) (capture bool, err error) {
 	rc, err := logwatch.Open(path)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer rc.Close()
 	var size int64
@@ -182,24 +222,15 @@ func replayFile(ctx context.Context, path string, parser *logwatch.Parser, a *si
 		size = st.Size()
 	}
 	cr := &countingReader{r: rc}
-	stop := startProgress(progress, path, cr, size)
+	stop := startProgress(w, path, cr, size)
 	defer stop()
 	br := bufio.NewReaderSize(cr, 256<<10)
 	head, _ := br.Peek(64)
-	if sip.IsCapture(head) {
-		n, err := sip.ReadCapture(ctx, br, a)
-		rep.Packets += n
-		if err != nil {
-			return fmt.Errorf("%s: %w", path, err)
-		}
-		return nil
+	capture = sip.IsCapture(head)
+	if err := fn(br, capture); err != nil {
+		return capture, fmt.Errorf("%s: %w", path, err)
 	}
-	n, err := logwatch.Scan(ctx, br, parser, sink, nil)
-	rep.Lines += n
-	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	return nil
+	return capture, nil
 }
 
 // allowAt asks the whitelist at the replay clock, not at the wall clock.

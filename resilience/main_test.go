@@ -23,8 +23,8 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// binary is the sipwarden command built by TestMain.
-var binary string
+// sipwardenBin is the sipwarden command built by TestMain.
+var sipwardenBin string
 
 func TestMain(m *testing.M) {
 	if err := preflight(); err != nil {
@@ -36,8 +36,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binary = filepath.Join(dir, "sipwarden")
-	build := exec.Command("go", "build", "-o", binary, "../cmd/sipwarden")
+	sipwardenBin = filepath.Join(dir, "sipwarden")
+	build := exec.Command("go", "build", "-o", sipwardenBin, "../cmd/sipwarden")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
 		os.RemoveAll(dir)
@@ -189,7 +189,7 @@ func start(t *testing.T, o procOpts) *daemonProc {
 		args = append(args, "ip", "netns", "exec", o.ns)
 	}
 	args = append(args, o.wrap...)
-	args = append(args, binary, "run", "-config", cfg)
+	args = append(args, sipwardenBin, "run", "-config", cfg)
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	p := &daemonProc{t: t, cmd: cmd, stderr: &syncBuf{}, done: make(chan struct{}),

@@ -108,7 +108,13 @@ func TestAPIAcrossTheNetwork(t *testing.T) {
 	os.WriteFile(pwFile, []byte(eslSecret+"\n"), 0o600)
 	os.WriteFile(tokFile, []byte(apiSecret+"\n"), 0o600)
 
-	cfg := func(listen, secret string) string {
+	// The open daemon has the password inline and no token; the other reads
+	// both from files.
+	cfg := func(listen string, withToken bool) string {
+		pw, token := "password: "+eslSecret, `token: ""`
+		if withToken {
+			pw, token = "password_file: "+pwFile, "token_file: "+tokFile
+		}
 		return fmt.Sprintf(`
 esl:
   address: %s
@@ -125,14 +131,13 @@ api:
   %s
 log:
   level: debug
-`, fs.Addr, wrongPw.Addr, map[bool]string{true: "password: " + eslSecret, false: "password_file: " + pwFile}[secret == ""],
-			listen, map[bool]string{true: "token: \"\"", false: "token_file: " + tokFile}[secret == ""])
+`, fs.Addr, wrongPw.Addr, pw, listen, token)
 	}
 	c := client(cns)
 
 	// Both daemons run side by side against the same FreeSWITCH nodes.
-	open := startReady(t, procOpts{ns: dns, api: "10.99.0.1:9091", config: cfg("10.99.0.1:9091", ""), wrap: nil})
-	tok := startReady(t, procOpts{ns: dns, api: "10.99.0.1:9092", config: cfg("10.99.0.1:9092", apiSecret)})
+	open := startReady(t, procOpts{ns: dns, api: "10.99.0.1:9091", config: cfg("10.99.0.1:9091", false)})
+	tok := startReady(t, procOpts{ns: dns, api: "10.99.0.1:9092", config: cfg("10.99.0.1:9092", true)})
 	open.http, tok.http = c, c // every request below crosses the veth link
 	fs.WaitSubscribed(2, 5*time.Second)
 	for _, p := range []*daemonProc{open, tok} {

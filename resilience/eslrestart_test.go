@@ -41,7 +41,7 @@ func TestFreeSWITCHRestartKeepsRegistrations(t *testing.T) {
 		phone = "203.0.113.50" // an office NAT
 	)
 	srv := esltest.NewServer(t, pw)
-	api := freeAddr(t, "tcp")
+	api := freeAddr(t)
 	p := startReady(t, procOpts{api: api, config: fmt.Sprintf(`
 esl:
   address: %s

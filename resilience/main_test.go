@@ -395,18 +395,9 @@ func inSet(ns, set, ip string) bool {
 	return exec.Command("ip", "netns", "exec", ns, "ipset", "test", set, ip).Run() == nil
 }
 
-// freeAddr returns a 127.0.0.1 TCP or UDP address free at the time of the
-// call.
-func freeAddr(t *testing.T, network string) string {
+// freeAddr returns a 127.0.0.1 TCP address that was free a moment ago.
+func freeAddr(t *testing.T) string {
 	t.Helper()
-	if network == "udp" {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().String()
-	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

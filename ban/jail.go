@@ -103,6 +103,7 @@ type offender struct {
 	hist           *history
 	ban            *activeBan
 	peak           float32 // highest score reached
+	verified       bool    // some of its evidence needed a round trip (cannot be forged)
 	skipped        uint8   // the last skip decision (stProtected, stNeverBan), kept after it ages out
 }
 
@@ -463,6 +464,9 @@ func (j *Jail) Offend(o offense.Offense) {
 	if o.User != "" {
 		of.user = o.User
 	}
+	if o.Verified {
+		of.verified = true
+	}
 	of.add(tn, float32(w), F)
 	if tn > of.last {
 		of.last = tn
@@ -634,20 +638,31 @@ func (j *Jail) logSkip(ip netip.Addr, reason, why string, ri int, cnt uint32, us
 // iteration order is random), preferring addresses without ban history;
 // banned addresses are never evicted.
 func (j *Jail) evictLocked(t, F int64) {
+	// The victim is the least valuable of a small sample: first by tier —
+	// no ban history and no verified evidence (what a forged-source flood
+	// creates) goes before verified evidence, which goes before ban
+	// history — then by score. So a flood of forged sources evicts its own
+	// entries, not the real attacker's half-way score.
 	const sample = 8
 	var (
-		victim  netip.Addr
-		best    = math.Inf(1)
-		bestHis = true
-		n       int
+		victim   netip.Addr
+		best     = math.Inf(1)
+		bestTier = 3
+		n        int
 	)
 	for k, of := range j.offenders {
 		n++
 		if of.ban == nil {
+			tier := 0
+			if of.verified {
+				tier = 1
+			}
+			if of.hist != nil {
+				tier = 2
+			}
 			s := of.score(t, F)
-			his := of.hist != nil
-			if (!his && bestHis) || (his == bestHis && s < best) {
-				victim, best, bestHis = k, s, his
+			if tier < bestTier || (tier == bestTier && s < best) {
+				victim, best, bestTier = k, s, tier
 			}
 		}
 		if n >= sample {

@@ -960,3 +960,32 @@ func TestUnverifiedFactor(t *testing.T) {
 		t.Error("factor 2 accepted")
 	}
 }
+
+// A flood of forged sources that outscore a real attacker's first failures
+// must evict its own entries, not the attacker's verified evidence.
+func TestEvictionKeepsVerifiedEvidence(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	j, err := NewJail(Options{MaxOffenders: 64, UnverifiedFactor: 0.5, Now: func() time.Time { return now },
+		HostAddrs: func() ([]netip.Addr, error) { return nil, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	attacker := netip.MustParseAddr("203.0.113.66")
+	j.Offend(offense.Offense{IP: attacker, Rule: offense.AuthFailure, Source: offense.SourceHEP, Time: now, User: "1000", Verified: true})
+	for i := range 10_000 {
+		forged := netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})
+		j.Offend(offense.Offense{IP: forged, Rule: offense.ScannerUserAgent, Source: offense.SourceHEP, Time: now})
+	}
+	for i := range 4 {
+		j.Offend(offense.Offense{IP: attacker, Rule: offense.AuthFailure, Source: offense.SourceHEP, Time: now.Add(time.Duration(i+1) * time.Second), User: fmt.Sprint(1001 + i), Verified: true})
+	}
+	for _, o := range j.Offenders() {
+		if o.IP == attacker {
+			if o.Bans != 1 {
+				t.Fatalf("attacker: %+v, want banned after 5 verified failures", o)
+			}
+			return
+		}
+	}
+	t.Fatal("attacker evicted by the forged flood")
+}

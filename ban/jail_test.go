@@ -989,3 +989,18 @@ func TestEvictionKeepsVerifiedEvidence(t *testing.T) {
 	}
 	t.Fatal("attacker evicted by the forged flood")
 }
+
+// A state record whose ban the file cannot describe (bad prefix, no expiry)
+// does not become a permanent ban.
+func TestStateBadBanRecordSkipped(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	os.WriteFile(path, []byte(`{"version":1,"offenders":[{"ip":"198.51.100.24","cur":-5,"ban":{"prefix":"nonsense","rule":"x"}},`+
+		`{"ip":"198.51.100.25","ban":{"prefix":"203.0.113.0/24","rule":"x"}}]}`), 0o600)
+	j, err := NewJail(Options{StateFile: path, HostAddrs: func() ([]netip.Addr, error) { return nil, nil }})
+	if j == nil {
+		t.Fatalf("no jail: %v", err)
+	}
+	if b := j.Bans(); len(b) != 0 {
+		t.Errorf("bans from bad records: %+v", b)
+	}
+}

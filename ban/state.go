@@ -206,13 +206,13 @@ func (j *Jail) loadState(path string) error {
 			bad++
 			continue
 		}
-		key, pfx := j.key(ip)
+		key, _ := j.key(ip)
 		of := j.offenders[key]
 		if of == nil {
 			of = &offender{}
 			j.offenders[key] = of
 		}
-		of.winStart, of.last, of.cur, of.prev, of.user, of.peak = r.WinStart, r.Last, r.Cur, r.Prev, r.User, r.Peak
+		of.winStart, of.last, of.cur, of.prev, of.user, of.peak = r.WinStart, r.Last, max(r.Cur, 0), max(r.Prev, 0), r.User, max(r.Peak, 0)
 		for name, c := range r.Counts {
 			of.counts[ruleIndex(offense.Rule(name))] += c
 		}
@@ -221,8 +221,11 @@ func (j *Jail) loadState(path string) error {
 		}
 		if b := r.Ban; b != nil && (b.Expires.IsZero() || b.Expires.After(now)) {
 			p, err := netip.ParsePrefix(b.Prefix)
-			if err != nil {
-				p = pfx
+			if err != nil || !p.Contains(ip) {
+				// A ban the state cannot describe is not made up: the
+				// kernel read-back adopts what really is in the sets.
+				bad++
+				continue
 			}
 			of.ban = &activeBan{prefix: p.Masked(), rule: b.Rule, reason: b.Reason, created: b.Created, expires: b.Expires}
 			if of.hist == nil {

@@ -117,6 +117,7 @@ func New(cfg config.Config, o Options) (*Daemon, error) {
 		if err != nil && cfg.Ban.Fallback == config.BackendDryRun {
 			d.log.Warn("ban backend unavailable; running dry-run (ban.fallback): nothing will be banned in the kernel", "error", err)
 			fw, err = newFirewall(config.Ban{Backend: config.BackendDryRun, MaxElem: cfg.Ban.MaxElem}, d.reg)
+			d.cfg.Ban.Backend = config.BackendDryRun + " (fallback)"
 		}
 		if err != nil {
 			return nil, err

@@ -347,7 +347,11 @@ func printBans(w io.Writer, bans []map[string]any) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "IP\tRULE\tCOUNT\tEXPIRES\tREASON")
 	for _, b := range bans {
-		fmt.Fprintf(tw, "%v\t%v\t%v\t%v\t%v\n", b["ip"], b["rule"], b["count"], b["expires_at"], b["reason"])
+		expires, ok := b["expires_at"].(string)
+		if !ok || expires == "" {
+			expires = "never"
+		}
+		fmt.Fprintf(tw, "%v\t%v\t%v\t%v\t%v\n", b["ip"], b["rule"], b["count"], expires, b["reason"])
 	}
 	tw.Flush()
 	if len(bans) == 0 {

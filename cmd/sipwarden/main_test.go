@@ -274,3 +274,66 @@ func TestInstallRule(t *testing.T) {
 		t.Errorf("rules left after stop:\n%s", got)
 	}
 }
+
+// TestBansAgainstKernel: `sipwarden bans add/list/del` through a daemon
+// with the ipset backend change the kernel set; refusals exit 1.
+func TestBansAgainstKernel(t *testing.T) {
+	ns := newNS(t)
+	_, stderr, exited := startInNS(t, ns, "SIPWARDEN_ESL_DISABLED=true", "SIPWARDEN_SIP_HEP_LISTEN=")
+	cli := func(args ...string) (int, string) {
+		out, err := exec.Command("ip", append([]string{"netns", "exec", ns, binary}, args...)...).CombinedOutput()
+		return exitCode(err), string(out)
+	}
+	inSet := func(set, ip string) bool {
+		out, _ := exec.Command("ip", "netns", "exec", ns, "ipset", "test", set, ip).CombinedOutput()
+		return !strings.Contains(string(out), "NOT")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if code, _ := cli("bans", "list"); code == 0 {
+			break
+		}
+		select {
+		case e := <-exited:
+			t.Fatalf("daemon exited: %v\n%s", e, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon not answering\n%s", stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code, out := cli("bans", "add", "-for", "10m", "-reason", "test", "198.51.100.7"); code != 0 {
+		t.Fatalf("bans add: %d %s", code, out)
+	}
+	if code, out := cli("bans", "add", "2001:db8::7"); code != 0 {
+		t.Fatalf("bans add v6: %d %s", code, out)
+	}
+	if !inSet("sipwarden4", "198.51.100.7") || !inSet("sipwarden6", "2001:db8::7") {
+		out, _ := exec.Command("ip", "netns", "exec", ns, "ipset", "list").CombinedOutput()
+		t.Fatalf("bans not in the kernel sets:\n%s", out)
+	}
+	out, _ := exec.Command("ip", "netns", "exec", ns, "ipset", "list", "sipwarden4").CombinedOutput()
+	if !strings.Contains(string(out), "198.51.100.7 timeout ") {
+		t.Errorf("no kernel timeout on the entry:\n%s", out)
+	}
+	code, list := cli("bans", "list")
+	if code != 0 || !strings.Contains(list, "198.51.100.7") || !strings.Contains(list, "2001:db8::7") || !strings.Contains(list, "test") {
+		t.Errorf("bans list: %d\n%s", code, list)
+	}
+	if code, out := cli("bans", "add", "127.0.0.1"); code != 1 {
+		t.Errorf("bans add loopback: exit %d, want 1 (refused): %s", code, out)
+	}
+	if code, out := cli("bans", "del", "198.51.100.7"); code != 0 {
+		t.Fatalf("bans del: %d %s", code, out)
+	}
+	if inSet("sipwarden4", "198.51.100.7") {
+		t.Error("still in the kernel set after bans del")
+	}
+	if code, _ := cli("bans", "del", "198.51.100.7"); code != 1 {
+		t.Errorf("bans del of an address not banned: exit %d, want 1", code)
+	}
+	if code, _ := cli("bans", "add", "not-an-ip"); code != 2 {
+		t.Errorf("bans add bad address: exit %d, want 2", code)
+	}
+}

@@ -41,7 +41,7 @@ func newMetrics(reg prometheus.Registerer, active, offenders func() float64) (*m
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "sipwarden", Name: "ban_skipped_total",
 			Help: "Bans not made because the address is never banned, allowlisted or registered (once per address per findtime)."}, []string{"reason"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "sipwarden", Name: "ban_latency_seconds",
-			Help:    "Offense seen by the jail -> entry in the kernel set.",
+			Help: "Offense seen by the jail -> entry in the kernel set.",
 			// Fine around the 5 ms goal (an edge at exactly 5 ms), coarse beyond.
 			Buckets: []float64{25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2e-3, 3e-3, 4e-3, 5e-3, 7.5e-3,
 				10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1, 2.5, 5}}),

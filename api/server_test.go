@@ -25,7 +25,7 @@ type fixture struct {
 	fw   *ban.DryRun
 }
 
-func newFixture(t *testing.T, token string) *fixture {
+func newFixture(t testing.TB, token string) *fixture {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	wl := whitelist.New(whitelist.Options{

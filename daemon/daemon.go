@@ -16,7 +16,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -64,19 +63,20 @@ func NewRegistry() *prometheus.Registry {
 
 // Daemon is the wired set of components.
 type Daemon struct {
-	cfg  config.Config
-	log  *slog.Logger
-	reg  *prometheus.Registry
-	mu   sync.Mutex // guards reloads
-	wl   *whitelist.Whitelist
-	jail *ban.Jail
-	esl  *eslwatch.Watcher
-	logs *logwatch.Follower
-	sipA *sip.Analyzer
-	hep  *sip.HEPListener
-	capt *sip.Capture
-	api  *api.Server
-	fw   ban.Firewall
+	cfg     config.Config
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	mu      sync.Mutex // guards reloads
+	wl      *whitelist.Whitelist
+	jail    *ban.Jail
+	esl     *eslwatch.Watcher
+	logs    *logwatch.Follower
+	sipA    *sip.Analyzer
+	hep     *sip.HEPListener
+	capt    *sip.Capture
+	api     *api.Server
+	fw      ban.Firewall
+	backend string // what the ban path really uses (the fallback may differ from the config)
 	// unrule removes the iptables rules installed at start (ban.install_rule).
 	unrule func() error
 }
@@ -103,7 +103,7 @@ func New(cfg config.Config, o Options) (*Daemon, error) {
 	if o.Stdin == nil {
 		o.Stdin = os.Stdin
 	}
-	d := &Daemon{cfg: cfg, log: o.Logger, reg: o.Registry}
+	d := &Daemon{cfg: cfg, log: o.Logger, reg: o.Registry, backend: cfg.Ban.Backend}
 	d.wl = whitelist.New(whitelist.Options{
 		Static:     config.Prefixes(cfg.Whitelist.Static),
 		Grace:      Grace(cfg.Whitelist),
@@ -117,7 +117,7 @@ func New(cfg config.Config, o Options) (*Daemon, error) {
 		if err != nil && cfg.Ban.Fallback == config.BackendDryRun {
 			d.log.Warn("ban backend unavailable; running dry-run (ban.fallback): nothing will be banned in the kernel", "error", err)
 			fw, err = newFirewall(config.Ban{Backend: config.BackendDryRun, MaxElem: cfg.Ban.MaxElem}, d.reg)
-			d.cfg.Ban.Backend = config.BackendDryRun + " (fallback)"
+			d.backend = config.BackendDryRun + " (fallback)"
 		}
 		if err != nil {
 			return nil, err
@@ -312,7 +312,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.capt != nil {
 		run("capture", d.capt.Run)
 	}
-	d.log.Info("sipwarden running", "api", d.api.Addr().String(), "ban_backend", d.cfg.Ban.Backend,
+	d.log.Info("sipwarden running", "api", d.api.Addr().String(), "ban_backend", d.backend,
 		"esl", strings.Join(d.cfg.ESL.Nodes(), ","), "logs", len(d.cfg.Logs.Files),
 		"hep", d.cfg.SIP.HEPListen, "capture", d.cfg.SIP.CaptureInterface)
 	err := g.Wait()
@@ -364,16 +364,8 @@ func (d *Daemon) Reload(cfg config.Config) ([]string, error) {
 // JailOptions maps the config onto the jail's options (no backend, no
 // allowlist: the caller wires those).
 func JailOptions(cfg config.Config) ban.Options {
-	weights, disabled := cfg.RuleWeights()
-	w := make(map[offense.Rule]float64, len(offense.Rules))
-	for _, r := range offense.Rules {
-		if v, ok := ban.DefaultWeights[r]; ok {
-			w[r] = v
-		}
-	}
-	for r, v := range weights {
-		w[r] = v
-	}
+	// Rules the config does not weigh keep the jail's DefaultWeights.
+	w, disabled := cfg.RuleWeights()
 	for r := range disabled {
 		w[r] = 0 // RuleFilter drops them before the jail; never score them either
 	}
@@ -410,17 +402,10 @@ func RuleFilter(cfg config.Config, next offense.Sink) offense.Sink {
 	if len(disabled) == 0 {
 		return next
 	}
-	var off [64]bool
-	names := map[offense.Rule]int{}
-	for i, r := range offense.Rules {
-		names[r] = i
-		off[i] = disabled[r]
-	}
 	return offense.SinkFunc(func(o offense.Offense) {
-		if i, ok := names[o.Rule]; ok && off[i] {
-			return
+		if !disabled[o.Rule] {
+			next.Offend(o)
 		}
-		next.Offend(o)
 	})
 }
 
@@ -452,24 +437,22 @@ func SIPConfig(c config.SIP) sip.Config {
 	return sc
 }
 
-var hostOnly = regexp.MustCompile(`^\[?([^\]]+)\]?:\d+$`)
-
 // nodePrefixes returns the FreeSWITCH nodes' addresses: they are never
 // banned (a resolvable name is looked up once at start).
 func nodePrefixes(e config.ESL) []netip.Prefix {
 	var out []netip.Prefix
 	for _, a := range e.Nodes() {
-		m := hostOnly.FindStringSubmatch(a)
-		if m == nil {
+		host, _, err := net.SplitHostPort(a)
+		if err != nil {
 			continue
 		}
-		if ip, err := netip.ParseAddr(m[1]); err == nil {
+		if ip, err := netip.ParseAddr(host); err == nil {
 			ip = ip.Unmap()
 			out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", m[1])
+		ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 		cancel()
 		if err != nil {
 			continue

@@ -38,7 +38,7 @@ RUN go mod download
 COPY . .
 ARG VERSION=dev
 RUN CGO_ENABLED=0 go build -trimpath \
-      -ldflags "-s -w -X github.com/sipwarden/sipwarden/daemon.Version=${VERSION}" \
+      -ldflags "-s -w -X github.com/sipwarden/sipwarden/internal/daemon.Version=${VERSION}" \
       -o /out/sipwarden ./cmd/sipwarden
 ARG SETCAP=1
 RUN if [ "$SETCAP" = 1 ]; then \

@@ -17,10 +17,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/sipwarden/sipwarden/ban"
-	"github.com/sipwarden/sipwarden/offense"
-	"github.com/sipwarden/sipwarden/sip"
-	"github.com/sipwarden/sipwarden/whitelist"
+	"github.com/sipwarden/sipwarden/internal/ban"
+	"github.com/sipwarden/sipwarden/internal/offense"
+	"github.com/sipwarden/sipwarden/internal/sip"
+	"github.com/sipwarden/sipwarden/internal/whitelist"
 )
 
 var pbx = netip.MustParseAddrPort("198.51.100.1:5060")

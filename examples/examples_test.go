@@ -30,7 +30,7 @@ import (
 	"github.com/gopacket/gopacket/pcapgo"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/sipwarden/sipwarden/config"
+	"github.com/sipwarden/sipwarden/internal/config"
 )
 
 // knownMetrics are the metric names dashboards and alerts may use: those of

@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sipwarden/sipwarden/logwatch"
-	"github.com/sipwarden/sipwarden/offense"
-	"github.com/sipwarden/sipwarden/sip"
-	"github.com/sipwarden/sipwarden/whitelist"
+	"github.com/sipwarden/sipwarden/internal/logwatch"
+	"github.com/sipwarden/sipwarden/internal/offense"
+	"github.com/sipwarden/sipwarden/internal/sip"
+	"github.com/sipwarden/sipwarden/internal/whitelist"
 )
 
 type learned struct {

@@ -17,9 +17,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sipwarden/sipwarden/config"
-	"github.com/sipwarden/sipwarden/daemon"
-	"github.com/sipwarden/sipwarden/eslwatch/esltest"
+	"github.com/sipwarden/sipwarden/internal/config"
+	"github.com/sipwarden/sipwarden/internal/daemon"
+	"github.com/sipwarden/sipwarden/internal/eslwatch/esltest"
 )
 
 // TestPrometheusScrapesDashboardAndAlerts starts a sipwarden (dry-run, fed

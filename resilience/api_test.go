@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sipwarden/sipwarden/eslwatch/esltest"
+	"github.com/sipwarden/sipwarden/internal/eslwatch/esltest"
 )
 
 // A distinctive Event Socket password and API token: neither may appear in

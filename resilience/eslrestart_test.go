@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sipwarden/sipwarden/eslwatch/esltest"
+	"github.com/sipwarden/sipwarden/internal/eslwatch/esltest"
 )
 
 // listing is FreeSWITCH's `show registrations as json` with one row, shaped

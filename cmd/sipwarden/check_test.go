@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sipwarden/sipwarden/config"
-	"github.com/sipwarden/sipwarden/daemon"
-	"github.com/sipwarden/sipwarden/eslwatch/esltest"
+	"github.com/sipwarden/sipwarden/internal/config"
+	"github.com/sipwarden/sipwarden/internal/daemon"
+	"github.com/sipwarden/sipwarden/internal/eslwatch/esltest"
 )
 
 // frame returns the first event frame of a fixture stream whose subclass is sub.

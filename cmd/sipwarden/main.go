@@ -22,10 +22,10 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/sipwarden/sipwarden/api"
-	"github.com/sipwarden/sipwarden/config"
-	"github.com/sipwarden/sipwarden/daemon"
-	"github.com/sipwarden/sipwarden/replay"
+	"github.com/sipwarden/sipwarden/internal/api"
+	"github.com/sipwarden/sipwarden/internal/config"
+	"github.com/sipwarden/sipwarden/internal/daemon"
+	"github.com/sipwarden/sipwarden/internal/replay"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) }

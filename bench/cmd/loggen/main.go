@@ -10,7 +10,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/sipwarden/sipwarden/logwatch/loggen"
+	"github.com/sipwarden/sipwarden/internal/logwatch/loggen"
 )
 
 func main() { os.Exit(run()) }

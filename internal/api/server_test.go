@@ -1,0 +1,330 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sipwarden/sipwarden/internal/ban"
+	"github.com/sipwarden/sipwarden/internal/offense"
+	"github.com/sipwarden/sipwarden/internal/whitelist"
+)
+
+type fixture struct {
+	srv  *Server
+	wl   *whitelist.Whitelist
+	jail *ban.Jail
+	fw   *ban.DryRun
+}
+
+func newFixture(t testing.TB, token string) *fixture {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	wl := whitelist.New(whitelist.Options{
+		Static:     []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")},
+		Registerer: reg,
+	})
+	wl.Upsert(whitelist.Registration{
+		IP: netip.MustParseAddr("203.0.113.10"), User: "1000", Realm: "pbx.example", Profile: "internal",
+		Contact: "sip:1000@203.0.113.10:5060", CallID: "c1", UserAgent: "Yealink", Node: "fs1",
+		ExpiresAt: time.Now().Add(time.Hour),
+	})
+	fw := ban.NewDryRun(ban.DryRunOptions{})
+	jail, err := ban.NewJail(ban.Options{
+		Allowlist: wl, Firewall: fw, Registerer: reg,
+		HostAddrs: func() ([]netip.Addr, error) { return nil, nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- jail.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	srv, err := New(Options{
+		Token: token, Whitelist: wl, Jail: jail, Gatherer: reg,
+		Checks: []Check{{Name: "esl", Ready: func() (string, bool) { return "not connected to 127.0.0.1:8021", false }}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{srv: srv, wl: wl, jail: jail, fw: fw}
+}
+
+type call struct {
+	method, path, body, token, remote string
+}
+
+func (f *fixture) do(t *testing.T, c call) (int, map[string]any) {
+	t.Helper()
+	req := httptest.NewRequest(c.method, c.path, strings.NewReader(c.body))
+	if c.remote != "" {
+		req.RemoteAddr = c.remote
+	} else {
+		req.RemoteAddr = "127.0.0.1:40000"
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	rec := httptest.NewRecorder()
+	f.srv.Handler().ServeHTTP(rec, req)
+	var out map[string]any
+	if rec.Body.Len() > 0 && strings.HasPrefix(rec.Header().Get("Content-Type"), "application/json") {
+		if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
+			t.Fatalf("%s %s: body is not JSON: %v: %q", c.method, c.path, err, rec.Body.String())
+		}
+	}
+	return rec.Code, out
+}
+
+func TestReadEndpoints(t *testing.T) {
+	f := newFixture(t, "")
+	for _, tc := range []struct {
+		name, path string
+		want       int
+		check      func(t *testing.T, out map[string]any)
+	}{
+		{"healthz", "/healthz", 200, nil},
+		{"readyz names the reason", "/readyz", 503, func(t *testing.T, out map[string]any) {
+			if !strings.Contains(out["reason"].(string), "esl: not connected") {
+				t.Errorf("reason = %v", out["reason"])
+			}
+		}},
+		{"whitelist all", "/v1/whitelist", 200, func(t *testing.T, out map[string]any) {
+			entries := out["entries"].([]any)
+			if len(entries) != 2 {
+				t.Fatalf("entries = %v", entries)
+			}
+			var e map[string]any
+			for _, x := range entries {
+				m := x.(map[string]any)
+				if m["static"] == true {
+					if m["prefix"] != "192.0.2.0/24" {
+						t.Errorf("static entry = %v", m)
+					}
+					continue
+				}
+				e = m
+			}
+			regs := e["registrations"].([]any)
+			r := regs[0].(map[string]any)
+			if e["ip"] != "203.0.113.10" || e["static"] != false || r["user"] != "1000" || r["realm"] != "pbx.example" ||
+				r["profile"] != "internal" || r["contact"] == nil || r["user_agent"] != "Yealink" || r["expires_at"] == nil {
+				t.Errorf("entry = %v", e)
+			}
+		}},
+		{"whitelisted by registration", "/v1/whitelist/203.0.113.10", 200, func(t *testing.T, out map[string]any) {
+			if out["whitelisted"] != true || out["reason"] != "registered" {
+				t.Errorf("out = %v", out)
+			}
+		}},
+		{"whitelisted statically", "/v1/whitelist/192.0.2.55", 200, func(t *testing.T, out map[string]any) {
+			if out["static"] != true || out["reason"] != "static" {
+				t.Errorf("out = %v", out)
+			}
+		}},
+		{"not whitelisted", "/v1/whitelist/198.51.100.1", 404, func(t *testing.T, out map[string]any) {
+			if out["whitelisted"] != false || out["ip"] != "198.51.100.1" {
+				t.Errorf("out = %v", out)
+			}
+		}},
+		{"bad ip", "/v1/whitelist/300.1.1.1", 400, func(t *testing.T, out map[string]any) {
+			if out["error"] == nil {
+				t.Errorf("no error field: %v", out)
+			}
+		}},
+		{"bans empty", "/v1/bans", 200, func(t *testing.T, out map[string]any) {
+			if b, ok := out["bans"].([]any); !ok || len(b) != 0 {
+				t.Errorf("bans = %v", out["bans"])
+			}
+		}},
+		{"offenders empty", "/v1/offenders", 200, func(t *testing.T, out map[string]any) {
+			if o, ok := out["offenders"].([]any); !ok || len(o) != 0 {
+				t.Errorf("offenders = %v", out["offenders"])
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out := f.do(t, call{method: "GET", path: tc.path})
+			if code != tc.want {
+				t.Fatalf("status %d, want %d (%v)", code, tc.want, out)
+			}
+			if tc.check != nil {
+				tc.check(t, out)
+			}
+		})
+	}
+}
+
+func TestBanLifecycle(t *testing.T) {
+	f := newFixture(t, "")
+	code, out := f.do(t, call{method: "POST", path: "/v1/bans", body: `{"ip":"198.51.100.7","duration":"90m","reason":"seen scanning"}`})
+	if code != 201 || out["ip"] != "198.51.100.7" || out["reason"] != "seen scanning" {
+		t.Fatalf("POST = %d %v", code, out)
+	}
+	code, out = f.do(t, call{method: "GET", path: "/v1/bans"})
+	bans := out["bans"].([]any)
+	if code != 200 || len(bans) != 1 {
+		t.Fatalf("GET bans = %d %v", code, out)
+	}
+	b := bans[0].(map[string]any)
+	for _, k := range []string{"ip", "rule", "reason", "created_at", "expires_at", "count"} {
+		if _, ok := b[k]; !ok {
+			t.Errorf("ban has no %q: %v", k, b)
+		}
+	}
+	exp, _ := time.Parse(time.RFC3339Nano, b["expires_at"].(string))
+	if d := time.Until(exp); d < 89*time.Minute || d > 91*time.Minute {
+		t.Errorf("expires in %v, want ~90m", d)
+	}
+	waitFor(t, func() bool { return f.fw.Contains(netip.MustParsePrefix("198.51.100.7/32")) }, "ban reaches the backend")
+	if code, _ := f.do(t, call{method: "DELETE", path: "/v1/bans/198.51.100.7"}); code != 204 {
+		t.Fatalf("DELETE = %d", code)
+	}
+	waitFor(t, func() bool { return !f.fw.Contains(netip.MustParsePrefix("198.51.100.7/32")) }, "unban reaches the backend")
+	if code, _ := f.do(t, call{method: "DELETE", path: "/v1/bans/198.51.100.7"}); code != 404 {
+		t.Errorf("second DELETE = %d, want 404", code)
+	}
+	// Seconds as a number are accepted too.
+	if code, out := f.do(t, call{method: "POST", path: "/v1/bans", body: `{"ip":"2001:db8::7","duration":60}`}); code != 201 {
+		t.Errorf("POST v6 seconds = %d %v", code, out)
+	}
+}
+
+func TestBanRefusalsAndBadInput(t *testing.T) {
+	f := newFixture(t, "")
+	big := `{"ip":"198.51.100.7","reason":"` + strings.Repeat("x", MaxBody) + `"}`
+	for _, tc := range []struct {
+		name string
+		c    call
+		want int
+	}{
+		{"registered office", call{method: "POST", path: "/v1/bans", body: `{"ip":"203.0.113.10"}`}, 409},
+		{"static allowlist", call{method: "POST", path: "/v1/bans", body: `{"ip":"192.0.2.1"}`}, 409},
+		{"loopback never-ban", call{method: "POST", path: "/v1/bans", body: `{"ip":"127.0.0.1"}`}, 409},
+		{"link-local never-ban", call{method: "POST", path: "/v1/bans", body: `{"ip":"fe80::1"}`}, 409},
+		{"bad ip", call{method: "POST", path: "/v1/bans", body: `{"ip":"999.1.1.1"}`}, 400},
+		{"no ip", call{method: "POST", path: "/v1/bans", body: `{}`}, 400},
+		{"bad json", call{method: "POST", path: "/v1/bans", body: `{"ip":`}, 400},
+		{"unknown field", call{method: "POST", path: "/v1/bans", body: `{"ip":"198.51.100.7","forever":true}`}, 400},
+		{"bad duration", call{method: "POST", path: "/v1/bans", body: `{"ip":"198.51.100.7","duration":"soon"}`}, 400},
+		{"negative duration", call{method: "POST", path: "/v1/bans", body: `{"ip":"198.51.100.7","duration":-5}`}, 400},
+		{"oversized body", call{method: "POST", path: "/v1/bans", body: big}, 413},
+		{"delete bad ip", call{method: "DELETE", path: "/v1/bans/nope"}, 400},
+		{"delete not banned", call{method: "DELETE", path: "/v1/bans/198.51.100.9"}, 404},
+		{"wrong method", call{method: "PUT", path: "/v1/bans"}, 405},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out := f.do(t, tc.c)
+			if code != tc.want {
+				t.Fatalf("status %d, want %d (%v)", code, tc.want, out)
+			}
+			if code >= 400 && code != 405 && out["error"] == nil {
+				t.Errorf("no JSON error: %v", out)
+			}
+		})
+	}
+	if len(f.jail.Bans()) != 0 {
+		t.Errorf("refused requests banned something: %v", f.jail.Bans())
+	}
+}
+
+func TestMutationAuth(t *testing.T) {
+	body := `{"ip":"198.51.100.7"}`
+	t.Run("no token: loopback only", func(t *testing.T) {
+		f := newFixture(t, "")
+		if code, _ := f.do(t, call{method: "POST", path: "/v1/bans", body: body, remote: "198.51.100.50:5555"}); code != 403 {
+			t.Errorf("remote POST = %d, want 403", code)
+		}
+		if code, _ := f.do(t, call{method: "DELETE", path: "/v1/bans/198.51.100.7", remote: "[2001:db8::5]:5555"}); code != 403 {
+			t.Errorf("remote DELETE = %d, want 403", code)
+		}
+		if code, _ := f.do(t, call{method: "GET", path: "/v1/bans", remote: "198.51.100.50:5555"}); code != 200 {
+			t.Errorf("remote GET = %d, want 200", code)
+		}
+		if code, _ := f.do(t, call{method: "POST", path: "/v1/bans", body: body, remote: "[::1]:5555"}); code != 201 {
+			t.Errorf("loopback POST = %d, want 201", code)
+		}
+	})
+	t.Run("token required", func(t *testing.T) {
+		f := newFixture(t, "s3cret")
+		if code, _ := f.do(t, call{method: "POST", path: "/v1/bans", body: body}); code != 401 {
+			t.Errorf("loopback without token = %d, want 401", code)
+		}
+		if code, _ := f.do(t, call{method: "POST", path: "/v1/bans", body: body, token: "wrong"}); code != 401 {
+			t.Errorf("wrong token = %d, want 401", code)
+		}
+		if code, _ := f.do(t, call{method: "POST", path: "/v1/bans", body: body, token: "s3cret", remote: "198.51.100.50:5555"}); code != 201 {
+			t.Errorf("remote with token = %d, want 201", code)
+		}
+	})
+}
+
+func TestMetricsServed(t *testing.T) {
+	f := newFixture(t, "")
+	f.jail.Offend(offense.Offense{IP: netip.MustParseAddr("198.51.100.3"), Rule: offense.AuthFailure, Source: offense.SourceLog, Time: time.Now()})
+	req := httptest.NewRequest("GET", "/metrics", nil)
+	rec := httptest.NewRecorder()
+	f.srv.Handler().ServeHTTP(rec, req)
+	if rec.Code != 200 || !bytes.Contains(rec.Body.Bytes(), []byte(`sipwarden_offenses_total{rule="auth_failure",source="log"} 1`)) {
+		t.Errorf("/metrics = %d:\n%s", rec.Code, rec.Body.String())
+	}
+}
+
+func TestClientAgainstRealServer(t *testing.T) {
+	f := newFixture(t, "tok")
+	hs := httptest.NewServer(f.srv.Handler())
+	defer hs.Close()
+	ctx := context.Background()
+	c := &Client{Base: hs.URL, Token: "tok"}
+	if ok, _, err := c.Check(ctx, "203.0.113.10"); !ok || err != nil {
+		t.Errorf("Check office = %v, %v", ok, err)
+	}
+	if ok, _, err := c.Check(ctx, "198.51.100.1"); ok || err != nil {
+		t.Errorf("Check stranger = %v, %v", ok, err)
+	}
+	if _, err := c.AddBan(ctx, "203.0.113.10", time.Minute, "x"); err == nil || !isRefused(err) {
+		t.Errorf("AddBan office: %v, want refused", err)
+	}
+	if _, err := c.AddBan(ctx, "198.51.100.2", time.Minute, "x"); err != nil {
+		t.Errorf("AddBan: %v", err)
+	}
+	if bans, err := c.Bans(ctx); err != nil || len(bans) != 1 {
+		t.Errorf("Bans = %v, %v", bans, err)
+	}
+	if err := c.DelBan(ctx, "198.51.100.2"); err != nil {
+		t.Errorf("DelBan: %v", err)
+	}
+	if err := c.DelBan(ctx, "198.51.100.2"); !isRefused(err) {
+		t.Errorf("DelBan again: %v, want refused", err)
+	}
+	bad := &Client{Base: hs.URL, Token: "nope"}
+	if _, err := bad.AddBan(ctx, "198.51.100.2", 0, ""); err == nil || isRefused(err) {
+		t.Errorf("bad token: %v, want a non-refusal error", err)
+	}
+}
+
+func isRefused(err error) bool {
+	var se *StatusError
+	return err != nil && errors.As(err, &se) && se.Unwrap() == ErrRefused
+}
+
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for: %s", what)
+}

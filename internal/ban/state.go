@@ -1,0 +1,241 @@
+package ban
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/sipwarden/sipwarden/internal/offense"
+)
+
+const stateVersion = 1
+
+// maxStateScored caps how many addresses without ban history are saved
+// (highest scores first), so a flood of distinct sources cannot make the
+// state file huge.
+const maxStateScored = 65536
+
+type stateFile struct {
+	Version   int           `json:"version"`
+	SavedAt   time.Time     `json:"saved_at"`
+	Offenders []stateRecord `json:"offenders"`
+}
+
+type stateRecord struct {
+	IP       string            `json:"ip"`
+	WinStart int64             `json:"win_start,omitempty"` // unix ns
+	Last     int64             `json:"last,omitempty"`      // unix ns
+	Cur      float32           `json:"cur,omitempty"`
+	Prev     float32           `json:"prev,omitempty"`
+	Counts   map[string]uint32 `json:"counts,omitempty"`
+	User     string            `json:"user,omitempty"`
+	Peak     float32           `json:"peak,omitempty"`
+	Bans     int               `json:"bans,omitempty"`
+	LastBan  int64             `json:"last_ban,omitempty"` // unix ns
+	BanDur   time.Duration     `json:"ban_duration,omitempty"`
+	Ban      *stateBan         `json:"ban,omitempty"`
+}
+
+type stateBan struct {
+	Prefix  string    `json:"prefix"`
+	Rule    string    `json:"rule"`
+	Reason  string    `json:"reason"`
+	Created time.Time `json:"created_at"`
+	Expires time.Time `json:"expires_at,omitzero"`
+}
+
+// SaveState writes the state file now (atomically: temp file, fsync,
+// rename, fsync of the directory). Run saves every SaveEvery when something
+// changed, and at stop.
+func (j *Jail) SaveState() error {
+	if j.opt.StateFile == "" {
+		return nil
+	}
+	j.dirty.Store(false)
+	if err := j.saveState(j.opt.StateFile); err != nil {
+		j.dirty.Store(true)
+		return err
+	}
+	return nil
+}
+
+func (j *Jail) saveIfDirty() error {
+	if j.opt.StateFile == "" || !j.dirty.Load() {
+		return nil
+	}
+	return j.SaveState()
+}
+
+func (j *Jail) snapshot() stateFile {
+	now := j.now()
+	nn := now.UnixNano()
+	F := int64(j.policy.Load().Findtime)
+	type scored struct {
+		r stateRecord
+		s float64
+	}
+	var keep []stateRecord
+	var rest []scored
+	j.mu.Lock()
+	for k, of := range j.offenders {
+		r := stateRecord{IP: k.String(), WinStart: of.winStart, Last: of.last, Cur: of.cur, Prev: of.prev, User: of.user, Peak: of.peak}
+		for i, c := range of.counts {
+			if c > 0 {
+				if r.Counts == nil {
+					r.Counts = make(map[string]uint32)
+				}
+				r.Counts[ruleName(i)] = c
+			}
+		}
+		if h := of.hist; h != nil {
+			r.Bans, r.LastBan, r.BanDur = h.count, h.last, h.dur
+		}
+		if b := of.ban; b != nil && (b.expires.IsZero() || b.expires.After(now)) {
+			r.Ban = &stateBan{Prefix: b.prefix.String(), Rule: b.rule, Reason: b.why(), Created: b.created, Expires: b.expires}
+		}
+		if r.Ban != nil || r.Bans > 0 {
+			keep = append(keep, r)
+			continue
+		}
+		if s := of.score(max(nn, of.last), F); s > 0 {
+			rest = append(rest, scored{r, s})
+		}
+	}
+	j.mu.Unlock()
+	if len(rest) > maxStateScored {
+		sort.Slice(rest, func(a, b int) bool { return rest[a].s > rest[b].s })
+		rest = rest[:maxStateScored]
+	}
+	for _, s := range rest {
+		keep = append(keep, s.r)
+	}
+	sort.Slice(keep, func(a, b int) bool { return keep[a].IP < keep[b].IP })
+	return stateFile{Version: stateVersion, SavedAt: now.UTC(), Offenders: keep}
+}
+
+func (j *Jail) saveState(path string) error {
+	b, err := json.Marshal(j.snapshot())
+	if err != nil {
+		return fmt.Errorf("state %s: %w", path, err)
+	}
+	return writeFileAtomic(path, b)
+}
+
+func writeFileAtomic(path string, b []byte) (err error) {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("state %s: %w", path, err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			os.Remove(tmp)
+		}
+	}()
+	if _, err = f.Write(b); err != nil {
+		f.Close()
+		return fmt.Errorf("state %s: write: %w", path, err)
+	}
+	if err = f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("state %s: fsync: %w", path, err)
+	}
+	if err = f.Close(); err != nil {
+		return fmt.Errorf("state %s: close: %w", path, err)
+	}
+	if err = os.Chmod(tmp, 0o600); err != nil {
+		return fmt.Errorf("state %s: %w", path, err)
+	}
+	if err = os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("state %s: rename: %w", path, err)
+	}
+	if d, derr := os.Open(dir); derr == nil {
+		d.Sync() // best effort: the rename is durable once the directory is
+		d.Close()
+	}
+	return nil
+}
+
+// readState parses a state file. A missing file is not an error (nil, nil).
+func readState(path string) (*stateFile, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("state %s: %w", path, err)
+	}
+	var s stateFile
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("state %s: %w: %w", path, ErrBadState, err)
+	}
+	if s.Version != stateVersion {
+		return nil, fmt.Errorf("state %s: %w: version %d, want %d", path, ErrBadState, s.Version, stateVersion)
+	}
+	return &s, nil
+}
+
+func (j *Jail) loadState(path string) error {
+	s, err := readState(path)
+	if err != nil {
+		if errors.Is(err, ErrBadState) {
+			aside := path + ".corrupt"
+			if rerr := os.Rename(path, aside); rerr == nil {
+				err = fmt.Errorf("%w (moved to %s)", err, aside)
+			}
+		}
+		return err
+	}
+	if s == nil {
+		return nil
+	}
+	now := j.now()
+	var bad int
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for _, r := range s.Offenders {
+		ip, err := netip.ParseAddr(r.IP)
+		if err != nil {
+			bad++
+			continue
+		}
+		key, _ := j.key(ip)
+		of := j.offenders[key]
+		if of == nil {
+			of = &offender{}
+			j.offenders[key] = of
+		}
+		of.winStart, of.last, of.cur, of.prev, of.user, of.peak = r.WinStart, r.Last, max(r.Cur, 0), max(r.Prev, 0), r.User, max(r.Peak, 0)
+		for name, c := range r.Counts {
+			of.counts[ruleIndex(offense.Rule(name))] += c
+		}
+		if r.Bans > 0 {
+			of.hist = &history{count: r.Bans, last: r.LastBan, dur: r.BanDur}
+		}
+		if b := r.Ban; b != nil && (b.Expires.IsZero() || b.Expires.After(now)) {
+			p, err := netip.ParsePrefix(b.Prefix)
+			if err != nil || !p.Contains(ip) {
+				// A ban the state cannot describe is not made up: the
+				// kernel read-back adopts what really is in the sets.
+				bad++
+				continue
+			}
+			of.ban = &activeBan{prefix: p.Masked(), rule: b.Rule, reason: b.Reason, created: b.Created, expires: b.Expires}
+			if of.hist == nil {
+				of.hist = &history{count: 1, last: b.Created.UnixNano(), dur: b.Expires.Sub(b.Created)}
+			}
+			j.active[key] = of
+		}
+	}
+	if bad > 0 {
+		j.log.Warn("state file records with a bad address skipped", "count", bad, "file", path)
+	}
+	return nil
+}

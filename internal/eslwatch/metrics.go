@@ -1,0 +1,67 @@
+package eslwatch
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sipwarden/sipwarden/internal/offense"
+)
+
+// eventNames bounds the event label: anything else is "other".
+var eventNames = []string{
+	"sofia::register", "sofia::unregister", "sofia::expire", "sofia::register_failure",
+	"sofia::register_attempt", "sofia::pre_register", "sofia::wrong_call_state",
+	"CHANNEL_HANGUP_COMPLETE", "HEARTBEAT", "other",
+}
+
+type metrics struct {
+	connected   prometheus.Gauge
+	reconnects  prometheus.Counter
+	events      map[string]prometheus.Counter
+	disconnects *prometheus.CounterVec
+	skipped     *prometheus.CounterVec
+	resyncs     *prometheus.CounterVec
+	parseErrors prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		connected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "sipwarden", Name: "esl_connected",
+			Help: "Event Socket nodes connected, authenticated, subscribed and resynced (1 per node).",
+		}),
+		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "sipwarden", Name: "esl_reconnects_total",
+			Help: "Event Socket sessions re-established after an earlier one was lost.",
+		}),
+		disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "sipwarden", Name: "esl_disconnects_total",
+			Help: "Event Socket sessions that ended or failed to start, by reason.",
+		}, []string{"reason"}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "sipwarden", Name: "esl_skipped_total",
+			Help: "Event Socket input counted and skipped, by reason (unknown_type, unexpected_reply, malformed_event, bad_registration).",
+		}, []string{"reason"}),
+		resyncs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "sipwarden", Name: "esl_resyncs_total",
+			Help: "Registration resyncs from show registrations as json, by result.",
+		}, []string{"result"}),
+	}
+	events := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "sipwarden", Name: "esl_events_total",
+		Help: "Event Socket events received, by event (subclass for CUSTOM events).",
+	}, []string{"event"})
+	reg.MustRegister(m.connected, m.reconnects, events, m.disconnects, m.skipped, m.resyncs)
+	m.events = make(map[string]prometheus.Counter, len(eventNames))
+	for _, n := range eventNames {
+		m.events[n] = events.WithLabelValues(n)
+	}
+	m.parseErrors = offense.ParseErrors(reg).WithLabelValues("esl")
+	return m
+}
+
+func (m *metrics) event(name string) prometheus.Counter {
+	if c, ok := m.events[name]; ok {
+		return c
+	}
+	return m.events["other"]
+}

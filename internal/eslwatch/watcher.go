@@ -1,0 +1,531 @@
+// Package eslwatch owns sipwarden's connections to FreeSWITCH's Event
+// Socket (mod_event_socket, inbound): it keeps the whitelist's live
+// registrations in step with each node (events, plus a full resync from
+// `show registrations as json` after every connect and periodically) and
+// reports digest failures (sofia::register_failure) as offenses.
+//
+// It carries its own small, defensive Event Socket client: a dial timeout,
+// context cancellation, a frame size limit (an oversized Content-Length is
+// never allocated), unknown frame types counted and skipped, one reader
+// goroutine per connection that always drains, serialised commands with a
+// timeout, and the connection dropped and re-established (exponential
+// backoff with jitter) on any protocol error. A broken or hostile peer can
+// cost a reconnect, never the daemon.
+//
+// It must not ban, score or filter offenses (the jail does), and must not
+// decide whether an address is allowed (the whitelist does).
+package eslwatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sipwarden/sipwarden/internal/offense"
+	"github.com/sipwarden/sipwarden/internal/whitelist"
+)
+
+// Subscription is the event command sent after authentication: the sofia
+// registration events and nothing else.
+const Subscription = "event plain CUSTOM sofia::register sofia::unregister sofia::expire " +
+	"sofia::register_failure sofia::register_attempt sofia::pre_register sofia::wrong_call_state"
+
+// ResyncCommand lists a node's registrations.
+const ResyncCommand = "api show registrations as json"
+
+// Defaults of Options.
+const (
+	DefaultDialTimeout    = 5 * time.Second
+	DefaultCommandTimeout = 10 * time.Second
+	DefaultResyncEvery    = 5 * time.Minute
+	DefaultBackoffMin     = 500 * time.Millisecond
+	DefaultBackoffMax     = 30 * time.Second
+	DefaultMaxFrame       = 64 << 20 // a listing of 100k registrations is about 30 MB
+)
+
+// Options configures a Watcher. Zero durations and sizes take the defaults.
+type Options struct {
+	Addresses      []string // host:port of each FreeSWITCH node; the node's name
+	Password       string
+	DialTimeout    time.Duration
+	CommandTimeout time.Duration // also the time a started frame has to arrive
+	ResyncEvery    time.Duration
+	BackoffMin     time.Duration
+	BackoffMax     time.Duration
+	MaxFrame       int      // largest Content-Length accepted
+	Profiles       []string // sofia profiles whose registrations are trusted; empty = all
+
+	Whitelist  *whitelist.Whitelist
+	Offenses   offense.Sink // may be nil
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	Now        func() time.Time
+}
+
+// Watcher watches every configured node, each over its own connection.
+type Watcher struct {
+	opts     Options
+	log      *slog.Logger
+	profiles map[string]bool
+	nodes    []*node
+	m        *metrics
+	testHook func(what string) // tests: called after each event, resync and connect ("event", "resync", "ready")
+}
+
+type node struct {
+	addr string
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	ready   bool
+	lastErr error
+
+	// Offenses seen between the subscription and the first resync of a
+	// session are held back until the listing is in the whitelist: an
+	// address registered before we connected must not be scored as a
+	// stranger in that window.
+	hmu     sync.Mutex
+	holding bool
+	held    []offense.Offense
+}
+
+// maxHeld bounds the offenses held during a resync; more are dropped and
+// counted.
+const maxHeld = 10_000
+
+func (w *Watcher) offend(n *node, o offense.Offense) {
+	n.hmu.Lock()
+	if n.holding {
+		if len(n.held) < maxHeld {
+			n.held = append(n.held, o)
+		} else {
+			w.m.skipped.WithLabelValues("held_overflow").Inc()
+		}
+		n.hmu.Unlock()
+		return
+	}
+	n.hmu.Unlock()
+	w.opts.Offenses.Offend(o)
+}
+
+func (n *node) hold() {
+	n.hmu.Lock()
+	n.holding = true
+	n.hmu.Unlock()
+}
+
+// release emits the held offenses in order; offenses the reader sees
+// meanwhile wait for the lock and so come after them.
+func (w *Watcher) release(n *node) {
+	n.hmu.Lock()
+	defer n.hmu.Unlock()
+	for _, o := range n.held {
+		w.opts.Offenses.Offend(o)
+	}
+	clear(n.held)
+	n.held, n.holding = n.held[:0], false
+}
+
+// New checks opts and builds a Watcher; Run starts it.
+func New(opts Options) (*Watcher, error) {
+	var errs []error
+	if len(opts.Addresses) == 0 {
+		errs = append(errs, errors.New("eslwatch: no Event Socket address"))
+	}
+	for _, a := range opts.Addresses {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			errs = append(errs, fmt.Errorf("eslwatch: address %q: %w", a, err))
+		}
+	}
+	if strings.ContainsAny(opts.Password, "\r\n") {
+		errs = append(errs, errors.New("eslwatch: password contains a line break"))
+	}
+	if opts.Whitelist == nil {
+		errs = append(errs, errors.New("eslwatch: no whitelist"))
+	}
+	if opts.MaxFrame < 0 {
+		errs = append(errs, errors.New("eslwatch: negative MaxFrame"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&opts.DialTimeout, DefaultDialTimeout)
+	def(&opts.CommandTimeout, DefaultCommandTimeout)
+	def(&opts.ResyncEvery, DefaultResyncEvery)
+	def(&opts.BackoffMin, DefaultBackoffMin)
+	def(&opts.BackoffMax, DefaultBackoffMax)
+	opts.BackoffMax = max(opts.BackoffMax, opts.BackoffMin)
+	if opts.MaxFrame == 0 {
+		opts.MaxFrame = DefaultMaxFrame
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Registerer == nil {
+		opts.Registerer = prometheus.NewRegistry()
+	}
+	w := &Watcher{
+		opts: opts,
+		log:  opts.Logger.With("component", "eslwatch"),
+		m:    newMetrics(opts.Registerer),
+	}
+	if len(opts.Profiles) > 0 {
+		w.profiles = make(map[string]bool)
+		for _, p := range opts.Profiles {
+			w.profiles[p] = true
+		}
+	}
+	for _, a := range opts.Addresses {
+		w.nodes = append(w.nodes, &node{addr: a, log: w.log.With("node", a), lastErr: errors.New("not connected yet")})
+	}
+	return w, nil
+}
+
+// Run watches every node until ctx is done, then returns nil.
+func (w *Watcher) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, n := range w.nodes {
+		wg.Go(func() { w.runNode(ctx, n) })
+	}
+	wg.Wait()
+	return nil
+}
+
+// Ready reports whether every node is connected, subscribed and resynced;
+// otherwise reason names the first node that is not, and why.
+func (w *Watcher) Ready() (reason string, ok bool) {
+	for _, n := range w.nodes {
+		n.mu.Lock()
+		ready, err := n.ready, n.lastErr
+		n.mu.Unlock()
+		if !ready {
+			return fmt.Sprintf("event socket %s: %v", n.addr, err), false
+		}
+	}
+	return "", true
+}
+
+func (n *node) setReady(ready bool, err error) {
+	n.mu.Lock()
+	n.ready = ready
+	if err != nil {
+		n.lastErr = err
+	}
+	n.mu.Unlock()
+}
+
+// runNode connects, serves and reconnects one node until ctx is done.
+func (w *Watcher) runNode(ctx context.Context, n *node) {
+	b := backoff{min: w.opts.BackoffMin, max: w.opts.BackoffMax}
+	connectedBefore := false
+	for ctx.Err() == nil {
+		start := time.Now()
+		wasReady, err := w.session(ctx, n, connectedBefore)
+		connectedBefore = connectedBefore || wasReady
+		if ctx.Err() != nil {
+			return
+		}
+		n.setReady(false, err)
+		w.m.disconnects.WithLabelValues(reason(err)).Inc()
+		if wasReady && time.Since(start) >= w.opts.BackoffMax {
+			b.reset() // it was healthy for a while: this is a new incident
+		}
+		d := b.next()
+		n.log.Warn("event socket connection lost, reconnecting", "err", err, "in", d.Round(time.Millisecond))
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// reason is a bounded label for why a session ended.
+func reason(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, ErrAuth):
+		return "auth"
+	case errors.Is(err, ErrRejected):
+		return "rejected"
+	case errors.Is(err, ErrFrameTooLarge):
+		return "frame_too_large"
+	case errors.Is(err, ErrProtocol):
+		return "protocol"
+	case errors.Is(err, ErrDisconnected):
+		return "disconnect_notice"
+	case errors.Is(err, ErrTimeout):
+		return "timeout"
+	case errors.Is(err, ErrListing):
+		return "resync"
+	case errors.Is(err, errDial):
+		return "dial"
+	case errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	default:
+		return "io"
+	}
+}
+
+var errDial = errors.New("event socket connect")
+
+// session runs one connection: dial, authenticate, subscribe, resync, then
+// serve events and resync periodically until an error or ctx ends it.
+// ready reports whether the session got as far as serving.
+func (w *Watcher) session(ctx context.Context, n *node, reconnect bool) (ready bool, err error) {
+	d := net.Dialer{Timeout: w.opts.DialTimeout, KeepAlive: 15 * time.Second}
+	nc, err := d.DialContext(ctx, "tcp", n.addr)
+	if err != nil {
+		return false, fmt.Errorf("%w: %w", errDial, err)
+	}
+	c := newConn(nc, w.opts.MaxFrame, w.opts.CommandTimeout,
+		func(ct string, body []byte) { w.handle(n, ct, body) },
+		func(reason string) { w.m.skipped.WithLabelValues(reason).Inc() })
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
+	n.hold()
+	go c.readLoop()
+	defer func() {
+		w.release(n) // never lose what was held, whatever happened
+		stop()
+		nc.Close()
+		<-c.done // the reader goroutine is owned here
+		if ready {
+			w.m.connected.Dec()
+		}
+	}()
+
+	greet, err := c.await(ctx, w.opts.DialTimeout)
+	if err != nil {
+		return false, fmt.Errorf("greeting: %w", err)
+	}
+	switch greet.contentType {
+	case "auth/request":
+	case "text/rude-rejection":
+		return false, fmt.Errorf("%w: %s", ErrRejected, strings.TrimSpace(string(greet.body)))
+	default:
+		return false, fmt.Errorf("%w: greeting %q", ErrProtocol, greet.contentType)
+	}
+	r, err := c.command(ctx, "auth "+w.opts.Password, w.opts.CommandTimeout)
+	if err != nil {
+		return false, err
+	}
+	if !strings.HasPrefix(r.replyText, "+OK") {
+		return false, fmt.Errorf("%w: %s", ErrAuth, r.replyText)
+	}
+	r, err = c.command(ctx, Subscription, w.opts.CommandTimeout)
+	if err != nil {
+		return false, err
+	}
+	if !strings.HasPrefix(r.replyText, "+OK") {
+		return false, fmt.Errorf("%w: subscription refused: %s", ErrProtocol, r.replyText)
+	}
+	if err := w.resync(ctx, c, n); err != nil {
+		return false, err
+	}
+	w.release(n)
+	ready = true
+	w.m.connected.Inc()
+	if reconnect {
+		w.m.reconnects.Inc()
+	}
+	n.setReady(true, nil)
+	n.log.Info("event socket connected")
+	if w.testHook != nil {
+		w.testHook("ready")
+	}
+
+	t := time.NewTicker(w.opts.ResyncEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return true, nil
+		case <-c.done:
+			return true, c.err
+		case <-t.C:
+			if err := w.resync(ctx, c, n); err != nil {
+				return true, err
+			}
+		}
+	}
+}
+
+// resync replaces the node's registrations with FreeSWITCH's listing.
+// Events processed while the listing was on its way are newer than it and
+// are kept (whitelist.ReplaceNodeAfter).
+func (w *Watcher) resync(ctx context.Context, c *conn, n *node) error {
+	mark := w.opts.Whitelist.Mark()
+	r, err := c.command(ctx, ResyncCommand, w.opts.CommandTimeout)
+	if err != nil {
+		w.m.resyncs.WithLabelValues("error").Inc()
+		return err
+	}
+	if r.contentType != "api/response" {
+		w.m.resyncs.WithLabelValues("error").Inc()
+		return fmt.Errorf("%w: %s answered with %q", ErrProtocol, ResyncCommand, r.contentType)
+	}
+	regs, skipped, err := ParseRegistrations(r.body, n.addr)
+	if err != nil {
+		w.m.resyncs.WithLabelValues("error").Inc()
+		w.m.parseErrors.Inc()
+		// FreeSWITCH answers "-ERR ..." when the command fails; either
+		// way the stream itself is intact: keep the old set, stay up.
+		n.log.Warn("registration listing not understood; keeping the previous set", "err", err)
+		return nil
+	}
+	if skipped > 0 {
+		w.m.skipped.WithLabelValues("bad_registration").Add(float64(skipped))
+	}
+	if w.profiles != nil {
+		kept := regs[:0]
+		for _, r := range regs {
+			if w.profiles[r.Profile] {
+				kept = append(kept, r)
+			}
+		}
+		regs = kept
+	}
+	w.opts.Whitelist.ReplaceNodeAfter(n.addr, regs, mark)
+	w.m.resyncs.WithLabelValues("ok").Inc()
+	if w.testHook != nil {
+		w.testHook("resync")
+	}
+	n.log.Debug("registrations resynced", "count", len(regs))
+	return nil
+}
+
+// handle runs in the reader goroutine for every event: it must be quick.
+func (w *Watcher) handle(n *node, ct string, body []byte) {
+	w.handleEvent(n, ct, body)
+	if w.testHook != nil {
+		w.testHook("event")
+	}
+}
+
+func (w *Watcher) handleEvent(n *node, ct string, body []byte) {
+	var ev *Event
+	var err error
+	if ct == "text/event-json" {
+		ev, err = parseJSONEvent(body)
+	} else {
+		ev, err = parsePlainEvent(body)
+	}
+	if err != nil {
+		w.m.parseErrors.Inc()
+		w.m.skipped.WithLabelValues("malformed_event").Inc()
+		return
+	}
+	name := ev.Name()
+	w.m.event(name).Inc()
+	switch name {
+	case "sofia::register":
+		if !w.trusted(ev) {
+			return
+		}
+		r, expires, ok := registerEvent(ev, n.addr, w.opts.Now())
+		if !ok {
+			w.m.skipped.WithLabelValues("bad_registration").Inc()
+			return
+		}
+		if expires <= 0 {
+			w.opts.Whitelist.RemoveRegistration(r)
+			return
+		}
+		w.opts.Whitelist.Upsert(r)
+	case "sofia::unregister", "sofia::expire":
+		r, ok := goneEvent(ev, n.addr)
+		if !ok {
+			w.m.skipped.WithLabelValues("bad_registration").Inc()
+			return
+		}
+		w.opts.Whitelist.RemoveRegistration(r)
+	case "sofia::register_failure":
+		w.registerFailure(n, ev)
+	}
+	// pre_register, register_attempt (a challenge, or the attempt a failure
+	// reports) and wrong_call_state are counted only: never offenses.
+}
+
+func (w *Watcher) trusted(ev *Event) bool {
+	return w.profiles == nil || w.profiles[ev.Get("profile-name")]
+}
+
+// maxSkew is how far an event's Event-Date-Timestamp may be from the
+// local clock and still be taken as the offense time.
+const maxSkew = time.Minute
+
+// registerFailure reports a digest failure (FreeSWITCH answered 403 after
+// a challenge). to-user is the user tried for a REGISTER and the dialled
+// number for an INVITE; the event has no call-id and no realm.
+func (w *Watcher) registerFailure(n *node, ev *Event) {
+	if w.opts.Offenses == nil {
+		return
+	}
+	ip, ok := eventAddr(ev)
+	if !ok {
+		w.m.skipped.WithLabelValues("bad_registration").Inc()
+		return
+	}
+	// The event's own time, unless the node's clock disagrees with ours
+	// by more than maxSkew: the jail's windows run on our clock, and an
+	// event arriving now happened now.
+	now := w.opts.Now()
+	t, ok := eventTime(ev)
+	if !ok || t.Sub(now).Abs() > maxSkew {
+		t = now
+	}
+	method := strings.ToUpper(ev.Get("registration-type"))
+	if method == "" {
+		method = "REGISTER"
+	}
+	w.offend(n, offense.Offense{
+		IP:       ip,
+		Rule:     offense.AuthFailure,
+		Source:   offense.SourceESL,
+		Time:     t,
+		User:     ev.Get("to-user"),
+		Method:   method,
+		Detail:   ev.Get("user-agent"),
+		Verified: true, // a challenge round trip came first
+	})
+}
+
+// backoff is exponential with jitter: the n-th delay is drawn from
+// [d/2, d] with d = min*2^n capped at max.
+type backoff struct {
+	min, max time.Duration
+	n        int
+}
+
+func (b *backoff) next() time.Duration {
+	d := b.min
+	for i := 0; i < b.n && d < b.max; i++ {
+		d *= 2
+	}
+	d = min(d, b.max)
+	if d < b.max {
+		b.n++
+	}
+	half := d / 2
+	return half + rand.N(half+1)
+}
+
+func (b *backoff) reset() { b.n = 0 }

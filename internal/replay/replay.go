@@ -1,0 +1,388 @@
+// Package replay runs recorded evidence — FreeSWITCH logs (plain or .gz)
+// and pcap/pcapng captures — through the same analyzers, jail and decision
+// as the daemon, with time taken from the records, and reports one verdict
+// per source address. It bans nothing: the jail gets a dry-run backend.
+package replay
+
+import (
+	"bufio"
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sipwarden/sipwarden/internal/ban"
+	"github.com/sipwarden/sipwarden/internal/config"
+	"github.com/sipwarden/sipwarden/internal/daemon"
+	"github.com/sipwarden/sipwarden/internal/eslwatch"
+	"github.com/sipwarden/sipwarden/internal/logwatch"
+	"github.com/sipwarden/sipwarden/internal/offense"
+	"github.com/sipwarden/sipwarden/internal/sip"
+	"github.com/sipwarden/sipwarden/internal/whitelist"
+)
+
+// Verdicts, as SPEC.md names them.
+const (
+	VerdictBan            = "ban"
+	VerdictProtected      = "protected"
+	VerdictNeverBan       = "never-ban"
+	VerdictBelowThreshold = "below-threshold"
+)
+
+// Options configures a replay.
+type Options struct {
+	Config        config.Config
+	Files         []string
+	Registrations string    // `show registrations as json` output; optional
+	Progress      io.Writer // progress lines for long inputs; nil for none
+	// Now is used for year inference of year-less log lines; default time.Now.
+	Now func() time.Time
+}
+
+// Row is one source address's verdict.
+type Row struct {
+	IP         netip.Addr     `json:"ip"`
+	Offenses   map[string]int `json:"offenses"`
+	Score      float64        `json:"score"`
+	Verdict    string         `json:"verdict"`
+	BanSeconds int64          `json:"ban_seconds"`
+	Why        string         `json:"why,omitempty"`
+}
+
+// Report is the result of a replay.
+type Report struct {
+	Rows     []Row
+	Lines    int64 // log lines read
+	Packets  int   // capture packets read
+	Offenses int   // offenses found
+}
+
+// clock is the replay's "now": the time of the record being judged.
+type clock struct{ ns atomic.Int64 }
+
+func (c *clock) now() time.Time { return time.Unix(0, c.ns.Load()) }
+func (c *clock) set(t time.Time) {
+	if !t.IsZero() {
+		c.ns.Store(t.UnixNano())
+	}
+}
+
+// Run replays the files and returns the verdicts, ordered by verdict
+// severity then score.
+func Run(ctx context.Context, o Options) (*Report, error) {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	reg := prometheus.NewRegistry()
+	// Until judging starts the clock stays at the epoch, so that the
+	// whitelist keeps every registration it is given (a snapshot taken at
+	// the end of the night must still cover the night); the judgment then
+	// asks it at each offense's own time.
+	clk := &clock{}
+	clk.set(time.Unix(0, 0))
+	wl := whitelist.New(whitelist.Options{
+		Static:     config.Prefixes(o.Config.Whitelist.Static),
+		Grace:      daemon.Grace(o.Config.Whitelist),
+		Now:        clk.now,
+		Registerer: reg,
+	})
+	if o.Registrations != "" {
+		data, err := os.ReadFile(o.Registrations)
+		if err != nil {
+			return nil, fmt.Errorf("registrations: %w", err)
+		}
+		regs, _, err := eslwatch.ParseRegistrations(data, "replay")
+		if err != nil {
+			return nil, fmt.Errorf("registrations %s: %w", o.Registrations, err)
+		}
+		for _, r := range regs {
+			wl.Upsert(r)
+		}
+	}
+
+	// Pass 1: captures. They teach the whitelist the registrations (a 200
+	// OK to a REGISTER) that must cover the whole night, so they are read
+	// before anything is judged; their offenses wait, sorted by time.
+	var captured []offense.Offense
+	var mu sync.Mutex
+	collect := daemon.RuleFilter(o.Config, offense.SinkFunc(func(of offense.Offense) {
+		mu.Lock()
+		captured = append(captured, of)
+		mu.Unlock()
+	}))
+	analyzer, err := sip.NewAnalyzer(sip.Options{
+		Config:        daemon.SIPConfig(o.Config.SIP),
+		Sink:          collect,
+		Registrations: wl,
+		Registerer:    reg,
+		Now:           clk.now,
+	})
+	if err != nil {
+		return nil, err
+	}
+	rep := &Report{}
+	var logs []string
+	for _, path := range o.Files {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		isCapture, err := readInput(path, o.Progress, func(br *bufio.Reader, capture bool) error {
+			if !capture {
+				return nil
+			}
+			n, err := sip.ReadCapture(ctx, br, analyzer)
+			rep.Packets += n
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		if !isCapture {
+			logs = append(logs, path)
+		}
+	}
+	slices.SortStableFunc(captured, func(a, b offense.Offense) int { return a.Time.Compare(b.Time) })
+
+	jopt := daemon.JailOptions(o.Config)
+	jopt.StateFile = ""
+	jopt.Allowlist = allowAt{wl, clk}
+	jopt.Firewall = ban.NewDryRun(ban.DryRunOptions{Now: clk.now})
+	jopt.Registerer = reg
+	jopt.Now = clk.now
+	// The replaying machine's own addresses say nothing of the recording.
+	jopt.HostAddrs = func() ([]netip.Addr, error) { return nil, nil }
+	jail, err := ban.NewJail(jopt)
+	if err != nil {
+		return nil, err
+	}
+	judge := func(of offense.Offense) {
+		clk.set(of.Time)
+		jail.Offend(of)
+		rep.Offenses++
+	}
+	// Pass 2: the logs, streamed (memory does not grow with their size),
+	// each offense judged at its own time, merged with the captures'.
+	next := 0
+	fromLogs := daemon.RuleFilter(o.Config, offense.SinkFunc(func(of offense.Offense) {
+		for next < len(captured) && !captured[next].Time.After(of.Time) {
+			judge(captured[next])
+			next++
+		}
+		judge(of)
+	}))
+	parser := logwatch.NewParser(o.Now)
+	loc, err := daemon.LogLocation(o.Config.Logs)
+	if err != nil {
+		return nil, err
+	}
+	parser.SetLocation(loc)
+	if len(o.Config.Logs.PublicContexts) > 0 {
+		parser.SetPublicContexts(o.Config.Logs.PublicContexts...)
+	}
+	for _, path := range logs {
+		_, err := readInput(path, o.Progress, func(br *bufio.Reader, _ bool) error {
+			n, err := logwatch.Scan(ctx, br, parser, fromLogs, nil)
+			rep.Lines += n
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	for ; next < len(captured); next++ {
+		judge(captured[next])
+	}
+	rep.Rows = rows(jail.Offenders())
+	return rep, nil
+}
+
+// readInput opens path (plain or gzip), tells whether it is a capture (by
+// its magic number) and hands the reader to fn, with progress on w for
+// inputs that take long.
+func readInput(path string, w io.Writer, fn func(br *bufio.Reader, capture bool) error) (capture bool, err error) {
+	rc, err := logwatch.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer rc.Close()
+	var size int64
+	if st, err := os.Stat(path); err == nil {
+		size = st.Size()
+	}
+	cr := &countingReader{r: rc}
+	stop := startProgress(w, path, cr, size)
+	defer stop()
+	br := bufio.NewReaderSize(cr, 256<<10)
+	head, _ := br.Peek(64)
+	capture = sip.IsCapture(head)
+	if err := fn(br, capture); err != nil {
+		return capture, fmt.Errorf("%s: %w", path, err)
+	}
+	return capture, nil
+}
+
+// allowAt asks the whitelist at the replay clock, not at the wall clock.
+type allowAt struct {
+	wl  *whitelist.Whitelist
+	clk *clock
+}
+
+func (a allowAt) Allowed(ip netip.Addr) (string, bool) { return a.wl.AllowedAt(ip, a.clk.now()) }
+func (a allowAt) Registrations(ip netip.Addr) int      { return a.wl.Registrations(ip) }
+
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// startProgress reports on w every 2 s while a file is read; nothing for
+// inputs that finish sooner.
+func startProgress(w io.Writer, path string, cr *countingReader, size int64) (stop func()) {
+	if w == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				mb := float64(cr.n.Load()) / (1 << 20)
+				fmt.Fprintf(w, "replay: %s: %.1f MiB read (file %.1f MiB)\n", path, mb, float64(size)/(1<<20))
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+func rows(offenders []ban.Offender) []Row {
+	out := make([]Row, 0, len(offenders))
+	for _, of := range offenders {
+		r := Row{IP: of.IP, Offenses: map[string]int{}, Score: of.PeakScore}
+		for rule, n := range of.Offenses {
+			r.Offenses[string(rule)] = n
+		}
+		switch {
+		case of.Bans > 0:
+			r.Verdict = VerdictBan
+			r.BanSeconds = int64(of.BanDuration / time.Second)
+			r.Why = "threshold reached"
+			if of.Bans > 1 {
+				r.Why = fmt.Sprintf("banned %d times (escalated)", of.Bans)
+			}
+			if of.User != "" {
+				r.Why += "; target " + of.User
+			}
+		case of.Skipped == ban.StateProtected:
+			r.Verdict = VerdictProtected
+			r.Why = of.SkippedWhy
+			if of.SkippedWhy == "registered" {
+				r.Why = "registered office"
+				if of.User != "" {
+					r.Why += "; user " + of.User + " keeps failing (stale password?)"
+				}
+			}
+		case of.Skipped == ban.StateNeverBan:
+			r.Verdict = VerdictNeverBan
+			r.Why = of.SkippedWhy
+		default:
+			r.Verdict = VerdictBelowThreshold
+		}
+		out = append(out, r)
+	}
+	rank := map[string]int{VerdictBan: 0, VerdictProtected: 1, VerdictNeverBan: 2, VerdictBelowThreshold: 3}
+	sort.SliceStable(out, func(i, j int) bool {
+		if c := cmp.Compare(rank[out[i].Verdict], rank[out[j].Verdict]); c != 0 {
+			return c < 0
+		}
+		if out[i].Score != out[j].Score {
+			return out[i].Score > out[j].Score
+		}
+		return out[i].IP.Less(out[j].IP)
+	})
+	return out
+}
+
+// WriteJSON writes one object per line.
+func (r *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	for _, row := range r.Rows {
+		if err := enc.Encode(row); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// WriteTable writes a terminal-sized table and a summary line.
+func (r *Report) WriteTable(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "IP\tRULES HIT\tSCORE\tVERDICT\tBAN\tWHY")
+	for _, row := range r.Rows {
+		ban := "-"
+		if row.BanSeconds > 0 {
+			ban = (time.Duration(row.BanSeconds) * time.Second).String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%s\t%s\t%s\n", row.IP, rulesHit(row.Offenses), row.Score, row.Verdict, ban, clip(row.Why, 50))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	counts := map[string]int{}
+	for _, row := range r.Rows {
+		counts[row.Verdict]++
+	}
+	_, err := fmt.Fprintf(w, "\n%d sources: %d ban, %d protected, %d never-ban, %d below-threshold (%d log lines, %d packets, %d offenses)\n",
+		len(r.Rows), counts[VerdictBan], counts[VerdictProtected], counts[VerdictNeverBan], counts[VerdictBelowThreshold],
+		r.Lines, r.Packets, r.Offenses)
+	return err
+}
+
+func rulesHit(m map[string]int) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if m[keys[i]] != m[keys[j]] {
+			return m[keys[i]] > m[keys[j]]
+		}
+		return keys[i] < keys[j]
+	})
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s x%d", k, m[k])
+	}
+	return clip(strings.Join(parts, ", "), 40)
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-1] + "…"
+}

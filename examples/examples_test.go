@@ -31,6 +31,8 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sipwarden/sipwarden/internal/config"
+
+	"github.com/sipwarden/sipwarden/internal/testenv"
 )
 
 // knownMetrics are the metric names dashboards and alerts may use: those of
@@ -59,11 +61,7 @@ var knownMetrics = map[string]bool{
 // tool returns the path of a required binary or fails the test.
 func tool(t *testing.T, name, pkg string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Fatalf("%s is required and not installed (Debian package %s): %v", name, pkg, err)
-	}
-	return p
+	return testenv.Tool(t, name, pkg)
 }
 
 // run runs a command in dir and returns its combined output; a non-zero exit
@@ -570,9 +568,7 @@ func TestFirewallRules(t *testing.T) {
 	tool(t, "ipset", "ipset")
 	tool(t, "iptables-restore", "iptables")
 	tool(t, "nft", "nftables")
-	if os.Geteuid() != 0 {
-		t.Fatal("TestFirewallRules needs root (network namespaces, ipset, iptables); CI runs as root")
-	}
+	testenv.Root(t)
 	ns := fmt.Sprintf("swtest-examples-%d", os.Getpid())
 	run(t, ".", ip, "netns", "add", ns)
 	t.Cleanup(func() { _ = exec.Command(ip, "netns", "del", ns).Run() })

@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/sipwarden/sipwarden/internal/testenv"
 )
 
 // sipwardenBin is the sipwarden command built by TestMain.
@@ -28,8 +30,7 @@ var sipwardenBin string
 
 func TestMain(m *testing.M) {
 	if err := preflight(); err != nil {
-		fmt.Fprintln(os.Stderr, "resilience:", err)
-		os.Exit(1)
+		testenv.ExitUnmet("resilience", err)
 	}
 	dir, err := os.MkdirTemp("", "sipwarden-res-")
 	if err != nil {

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/sipwarden/sipwarden/internal/testenv"
 )
 
 var binary string
@@ -40,6 +42,8 @@ func TestMain(m *testing.M) {
 // newNS creates a network namespace with loopback up and removes it at the end.
 func newNS(t *testing.T) string {
 	t.Helper()
+	testenv.Root(t)
+	testenv.Tool(t, "ip", "iproute2")
 	name := fmt.Sprintf("swtest-cmd-%d-%d", os.Getpid(), time.Now().UnixNano()%1e6)
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v: %s", err, out)

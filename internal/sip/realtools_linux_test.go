@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/sipwarden/sipwarden/internal/offense"
+
+	"github.com/sipwarden/sipwarden/internal/testenv"
 )
 
 // responder is a tiny UDP SIP server: 200 to OPTIONS and to REGISTER of
@@ -133,11 +135,11 @@ const sippRegister = `<?xml version="1.0" encoding="ISO-8859-1" ?>
 // 127.0.0.1, captured live on "lo" by the AF_PACKET source. It needs root
 // (CAP_NET_RAW) and the sipvicious and sip-tester packages: CI has both.
 func TestRealTools(t *testing.T) {
-	for _, bin := range []string{"svmap", "svwar", "svcrack", "sipp"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Fatalf("%s not installed (apt-get install sipvicious sip-tester): %v", bin, err)
-		}
+	testenv.Root(t)
+	for _, bin := range []string{"svmap", "svwar", "svcrack"} {
+		testenv.Tool(t, bin, "sipvicious")
 	}
+	testenv.Tool(t, "sipp", "sip-tester")
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 	defer cancel()
 

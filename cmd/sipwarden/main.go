@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -111,8 +112,9 @@ func cmdRun(args []string, stdin io.Reader, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "sipwarden: invalid configuration:\n%s\n", indent(err.Error()))
 		return 2
 	}
-	logger := daemon.NewLogger(cfg.Log, stderr)
-	d, err := daemon.New(cfg, daemon.Options{Logger: logger, Stdin: stdin})
+	level := new(slog.LevelVar)
+	logger := daemon.NewLogger(cfg.Log, stderr, level)
+	d, err := daemon.New(cfg, daemon.Options{Logger: logger, LogLevel: level, Stdin: stdin})
 	if err != nil {
 		fmt.Fprintf(stderr, "sipwarden: %v\n", err)
 		return 1
@@ -138,12 +140,12 @@ func cmdRun(args []string, stdin io.Reader, stderr io.Writer) int {
 				logger.Error("reload rejected; keeping the running configuration", "errors", err.Error())
 				continue
 			}
-			restart, err := d.Reload(next)
+			r, err := d.Reload(next)
 			if err != nil {
 				logger.Error("reload rejected; keeping the running configuration", "errors", err.Error())
 				continue
 			}
-			logger.Info("configuration reloaded", "needs_restart", strings.Join(restart, ","))
+			logger.Info("configuration reloaded", "applied", strings.Join(r.Applied, ","), "needs_restart", strings.Join(r.NeedsRestart, ","))
 		}
 	}
 }

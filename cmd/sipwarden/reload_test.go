@@ -3,11 +3,13 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -96,4 +98,198 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	if !healthy() {
 		t.Fatal("daemon not serving after a reload")
 	}
+}
+
+// TestReloadAppliesLiveKeys: started with maxretry 5 and auth_failure
+// disabled, the daemon bans nobody for failures; a SIGHUP with maxretry 3
+// and the rule enabled makes the 3rd failure ban. The reload log line names
+// what it applied and, key by key, every changed key it did not apply.
+func TestReloadAppliesLiveKeys(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "sipwarden.yaml")
+	logPath := filepath.Join(dir, "freeswitch.log")
+	if err := os.WriteFile(logPath, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := freePort(t)
+	base := fmt.Sprintf(`esl:
+  disabled: true
+logs:
+  files: [%q]
+  timezone: UTC
+sip:
+  hep_listen: ""
+ban:
+  backend: dry-run
+api:
+  listen: %s
+`, logPath, addr)
+	start := base + `jail:
+  maxretry: 5
+rules:
+  auth_failure:
+    enabled: false
+`
+	if err := os.WriteFile(cfgPath, []byte(start), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(binary, "run", "-config", cfgPath)
+	var logs syncBuf
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			t.Errorf("no clean exit\n%s", logs.String())
+		}
+	}()
+	get := func(path string) string {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			return ""
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	waitFor(t, func() bool { return strings.Contains(logs.String(), "sipwarden running") }, "daemon running")
+	failures := func(ip string, n int) {
+		t.Helper()
+		f, err := os.OpenFile(logPath, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		for i := range n {
+			ts := time.Now().UTC().Format("2006-01-02 15:04:05.000000")
+			fmt.Fprintf(f, "%s 97.00%% [WARNING] sofia_reg.c:1787 SIP auth failure (REGISTER) on sofia profile 'internal' for [10%02d@pbx.example.com] from ip %s\n", ts, i, ip)
+		}
+	}
+	seen := 0.0
+	counted := func(want float64) {
+		t.Helper()
+		waitFor(t, func() bool {
+			return metricSum(get("/metrics"), "sipwarden_log_lines_total") >= want
+		}, fmt.Sprintf("%v log lines read", want))
+	}
+	banned := func(ip string) bool { return strings.Contains(get("/v1/bans"), `"`+ip+`"`) }
+
+	// The disabled rule scores nothing: 6 failures > maxretry 5, no ban.
+	failures("198.51.100.5", 6)
+	seen += 6
+	counted(seen)
+	if banned("198.51.100.5") {
+		t.Fatalf("a disabled rule banned:\n%s", get("/v1/bans"))
+	}
+
+	// Reload: maxretry 3, the rule enabled, the log level lowered, and keys
+	// that only a restart applies changed besides.
+	next := strings.Replace(base, "  backend: dry-run\n", "  backend: dry-run\n  set_v4: other4\n", 1) + `jail:
+  maxretry: 3
+  state_file: ` + filepath.Join(dir, "state.json") + `
+  max_offenders: 5000
+whitelist:
+  grace: 2m
+esl:
+  disabled: true
+  address: 127.0.0.1:8022
+log:
+  level: debug
+  format: json
+`
+	next = strings.Replace(next, "esl:\n  disabled: true\nlogs:", "logs:", 1)
+	next = strings.Replace(next, "  timezone: UTC\n", "  timezone: UTC\n  poll_interval: 2s\n", 1)
+	next = strings.Replace(next, "  hep_listen: \"\"\n", "  hep_listen: \"\"\n  flood_requests: 40\n", 1)
+	if err := os.WriteFile(cfgPath, []byte(next), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Signal(syscall.SIGHUP)
+	var line string
+	waitFor(t, func() bool {
+		for _, l := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(l, "configuration reloaded") {
+				line = l
+				return true
+			}
+		}
+		return false
+	}, "reload applied")
+	applied, restart := logList(line, "applied"), logList(line, "needs_restart")
+	for _, k := range []string{"jail.maxretry", "rules.auth_failure.enabled", "log.level"} {
+		if !applied[k] {
+			t.Errorf("reload did not report %s as applied: %s", k, line)
+		}
+	}
+	for _, k := range []string{"jail.state_file", "log.format", "esl.address", "ban.set_v4", "logs.poll_interval", "sip.flood_requests"} {
+		if !restart[k] {
+			t.Errorf("reload did not name %s in needs_restart: %s", k, line)
+		}
+	}
+	for k := range applied {
+		if restart[k] {
+			t.Errorf("%s both applied and needing a restart: %s", k, line)
+		}
+	}
+	for _, k := range []string{"jail.max_offenders", "whitelist.grace"} {
+		if !applied[k] && !restart[k] {
+			t.Errorf("reload neither applied nor named %s: %s", k, line)
+		}
+	}
+
+	// The 3rd failure bans.
+	failures("198.51.100.6", 2)
+	seen += 2
+	counted(seen)
+	if banned("198.51.100.6") {
+		t.Fatalf("banned after 2 failures with maxretry 3:\n%s", get("/v1/bans"))
+	}
+	failures("198.51.100.6", 1)
+	waitFor(t, func() bool { return banned("198.51.100.6") }, "the 3rd failure bans")
+	if banned("198.51.100.5") {
+		t.Errorf("failures scored while the rule was disabled count after the reload:\n%s", get("/v1/bans"))
+	}
+}
+
+// logList reads a comma-separated attribute of a text log line.
+func logList(line, key string) map[string]bool {
+	out := map[string]bool{}
+	i := strings.Index(line, " "+key+"=")
+	if i < 0 {
+		return out
+	}
+	v := line[i+len(key)+2:]
+	if strings.HasPrefix(v, `"`) {
+		v = v[1:]
+		v, _, _ = strings.Cut(v, `"`)
+	} else {
+		v, _, _ = strings.Cut(v, " ")
+	}
+	for _, k := range strings.Split(v, ",") {
+		if k != "" {
+			out[k] = true
+		}
+	}
+	return out
+}
+
+// metricSum adds the samples of an exposition whose line starts with prefix.
+func metricSum(exposition, prefix string) float64 {
+	var sum float64
+	for _, l := range strings.Split(exposition, "\n") {
+		if !strings.HasPrefix(l, prefix) {
+			continue
+		}
+		f := strings.Fields(l)
+		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
+			sum += v
+		}
+	}
+	return sum
 }

@@ -429,6 +429,12 @@ func (j *Jail) Offend(o offense.Offense) {
 		j.m.invalid.Inc()
 		return
 	}
+	pol := j.policy.Load()
+	if pol.weights[ri] == 0 {
+		// A disabled rule (weight 0): counted in the metrics, not tracked
+		// per address, so it neither fills the jail nor shows in its views.
+		return
+	}
 	t := o.Time
 	if now := j.now(); t.IsZero() || t.After(now.Add(maxFuture)) {
 		// a record from the future (a clock or year-inference error) would
@@ -436,7 +442,6 @@ func (j *Jail) Offend(o offense.Offense) {
 		t = now
 	}
 	tn := t.UnixNano()
-	pol := j.policy.Load()
 	F := int64(pol.Findtime)
 	key, pfx := j.key(ip)
 

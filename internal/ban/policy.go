@@ -35,8 +35,8 @@ type Policy struct {
 	MaxBantime time.Duration // escalation cap (default 7d)
 	Factor     float64       // escalation: Bantime*Factor^(n-1) (default 2; 1 = no escalation)
 	// Weights per rule; a rule not named uses DefaultWeights (scanner_user_agent:
-	// MaxRetry; an unknown rule: 1). Weight 0: counted, never scored — this
-	// is how a disabled rule is expressed (deleting it from the map brings
+	// MaxRetry; an unknown rule: 1). Weight 0: counted in the metrics, not
+	// tracked per address, never scored — this is how a disabled rule is expressed (deleting it from the map brings
 	// back its default). A weight >= MaxRetry bans at once.
 	Weights  map[offense.Rule]float64
 	NeverBan []netip.Prefix // besides loopback, link-local, multicast and the host's own addresses

@@ -29,7 +29,7 @@ import (
 	"github.com/sipwarden/sipwarden/internal/config"
 	"github.com/sipwarden/sipwarden/internal/eslwatch"
 	"github.com/sipwarden/sipwarden/internal/logwatch"
-	"github.com/sipwarden/sipwarden/internal/offense"
+	"github.com/sipwarden/sipwarden/internal/pipeline"
 	"github.com/sipwarden/sipwarden/internal/sip"
 	"github.com/sipwarden/sipwarden/internal/whitelist"
 )
@@ -37,10 +37,15 @@ import (
 // Version is set by the linker (-X) at release builds.
 var Version = "dev"
 
-// NewLogger builds sipwarden's logger from the log section.
-func NewLogger(c config.Log, w io.Writer) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(c.Level))
+// NewLogger builds sipwarden's logger from the log section. Its level is
+// read from level (nil: a fixed one), so a reload can change it.
+func NewLogger(c config.Log, w io.Writer, level *slog.LevelVar) *slog.Logger {
+	if level == nil {
+		level = new(slog.LevelVar)
+	}
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(c.Level)) // validated by config.Load
+	level.Set(l)
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
@@ -63,27 +68,33 @@ func NewRegistry() *prometheus.Registry {
 
 // Daemon is the wired set of components.
 type Daemon struct {
-	cfg     config.Config
 	log     *slog.Logger
+	level   *slog.LevelVar // nil: log.level needs a restart
 	reg     *prometheus.Registry
-	mu      sync.Mutex // guards reloads
+	mu      sync.Mutex    // guards reloads
+	boot    config.Config // what was built; keys only a restart applies are compared with it
+	cfg     config.Config // the last applied config
+	pipe    *pipeline.Pipeline
 	wl      *whitelist.Whitelist
 	jail    *ban.Jail
 	esl     *eslwatch.Watcher
 	logs    *logwatch.Follower
-	sipA    *sip.Analyzer
 	hep     *sip.HEPListener
 	capt    *sip.Capture
 	api     *api.Server
 	fw      ban.Firewall
 	backend string // what the ban path really uses (the fallback may differ from the config)
-	// unrule removes the iptables rules installed at start (ban.install_rule).
-	unrule func() error
+	closeMu sync.Mutex
+	closed  bool
+	unrule  func() error // removes the iptables rules installed at start (ban.install_rule)
 }
 
 // Options are the parts a caller may inject (tests, embedding).
 type Options struct {
-	Logger   *slog.Logger
+	Logger *slog.Logger
+	// LogLevel is the level var the Logger's handler reads; with it a
+	// reload applies log.level. Nil: log.level needs a restart.
+	LogLevel *slog.LevelVar
 	Registry *prometheus.Registry
 	Stdin    io.Reader
 	// Firewall replaces the configured backend (tests).
@@ -92,8 +103,9 @@ type Options struct {
 
 // New builds every component the config asks for, binding listeners and
 // opening the ban backend, so that a missing privilege or a busy port fails
-// here with a one-line reason and nothing has started.
-func New(cfg config.Config, o Options) (*Daemon, error) {
+// here with a one-line reason and nothing has started. On error everything
+// opened so far is closed again (one path: the deferred close).
+func New(cfg config.Config, o Options) (_ *Daemon, err error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -103,50 +115,49 @@ func New(cfg config.Config, o Options) (*Daemon, error) {
 	if o.Stdin == nil {
 		o.Stdin = os.Stdin
 	}
-	d := &Daemon{cfg: cfg, log: o.Logger, reg: o.Registry, backend: cfg.Ban.Backend}
-	d.wl = whitelist.New(whitelist.Options{
-		Static:     config.Prefixes(cfg.Whitelist.Static),
-		Grace:      Grace(cfg.Whitelist),
-		Registerer: d.reg,
-	})
+	d := &Daemon{boot: cfg, cfg: cfg, log: o.Logger, level: o.LogLevel, reg: o.Registry, backend: cfg.Ban.Backend}
+	defer func() {
+		if err != nil {
+			d.close()
+		}
+	}()
+	wopt := pipeline.WhitelistOptions(cfg)
+	wopt.Registerer = d.reg
+	d.wl = whitelist.New(wopt)
 
-	fw := o.Firewall
-	if fw == nil {
-		var err error
-		fw, err = newFirewall(cfg.Ban, d.reg)
+	d.fw = o.Firewall
+	if d.fw == nil {
+		d.fw, err = newFirewall(cfg.Ban, d.reg)
 		if err != nil && cfg.Ban.Fallback == config.BackendDryRun {
 			d.log.Warn("ban backend unavailable; running dry-run (ban.fallback): nothing will be banned in the kernel", "error", err)
-			fw, err = newFirewall(config.Ban{Backend: config.BackendDryRun, MaxElem: cfg.Ban.MaxElem}, d.reg)
+			d.fw, err = newFirewall(config.Ban{Backend: config.BackendDryRun, MaxElem: cfg.Ban.MaxElem}, d.reg)
 			d.backend = config.BackendDryRun + " (fallback)"
 		}
 		if err != nil {
 			return nil, err
 		}
 	}
-	d.fw = fw
 	if cfg.Ban.InstallRule && o.Firewall == nil {
 		if err := d.installRules(cfg.Ban); err != nil {
-			d.closeFirewall()
 			return nil, err
 		}
 	}
-	jopt := JailOptions(cfg)
-	jopt.Allowlist = d.wl
-	jopt.Firewall = fw
-	jopt.Logger = d.log
-	jopt.Registerer = d.reg
-	jopt.NeverBan = append(jopt.NeverBan, nodePrefixes(cfg.ESL)...)
-	jail, err := ban.NewJail(jopt)
+	d.pipe, err = pipeline.New(cfg, pipeline.Parts{
+		Firewall:   d.fw,
+		Allowlist:  d.wl,
+		NeverBan:   nodePrefixes(cfg.ESL),
+		Registerer: d.reg,
+		Logger:     d.log,
+	})
 	switch {
-	case errors.Is(err, ban.ErrBadState) && jail != nil:
+	case errors.Is(err, ban.ErrBadState) && d.pipe != nil:
 		// The state file was moved aside; the kernel sets still hold the bans.
 		d.log.Error("state file unreadable; starting from the kernel's ban sets", "error", err)
+		err = nil
 	case err != nil:
-		d.closeFirewall()
 		return nil, err
 	}
-	d.jail = jail
-	sink := RuleFilter(cfg, jail)
+	d.jail = d.pipe.Jail()
 
 	if !cfg.ESL.Disabled {
 		d.esl, err = eslwatch.New(eslwatch.Options{
@@ -160,62 +171,41 @@ func New(cfg config.Config, o Options) (*Daemon, error) {
 			MaxFrame:       cfg.ESL.MaxFrameBytes,
 			Profiles:       cfg.ESL.Profiles,
 			Whitelist:      d.wl,
-			Offenses:       sink,
+			Offenses:       d.pipe.Sink(),
 			Logger:         d.log,
 			Registerer:     d.reg,
 		})
 		if err != nil {
-			d.closeFirewall()
 			return nil, fmt.Errorf("esl: %w", err)
 		}
 	}
 	if len(cfg.Logs.Files) > 0 {
-		loc, err := LogLocation(cfg.Logs)
+		d.logs, err = logwatch.NewFollower(d.pipe.LogRules(logwatch.Options{
+			Files:     cfg.Logs.Files,
+			FromStart: cfg.Logs.FromStart,
+			Poll:      cfg.Logs.PollInterval,
+			Stdin:     o.Stdin,
+		}, cfg.Logs))
 		if err != nil {
-			d.closeFirewall()
-			return nil, err
-		}
-		d.logs, err = logwatch.NewFollower(logwatch.Options{
-			Files:          cfg.Logs.Files,
-			FromStart:      cfg.Logs.FromStart,
-			PublicContexts: cfg.Logs.PublicContexts,
-			Location:       loc,
-			MaxLine:        cfg.Logs.MaxLineBytes,
-			Poll:           cfg.Logs.PollInterval,
-			Stdin:          o.Stdin,
-			Sink:           sink,
-			Logger:         d.log,
-			Registerer:     d.reg,
-		})
-		if err != nil {
-			d.closeFirewall()
 			return nil, fmt.Errorf("logs: %w", err)
 		}
 	}
 	if cfg.SIP.HEPListen != "" || cfg.SIP.CaptureInterface != "" {
-		d.sipA, err = sip.NewAnalyzer(sip.Options{
-			Config:     SIPConfig(cfg.SIP),
-			Sink:       sink,
-			Logger:     d.log,
-			Registerer: d.reg,
-		})
+		analyzer, err := d.pipe.SIPAnalyzer(nil, nil)
 		if err != nil {
-			d.closeFirewall()
-			return nil, fmt.Errorf("sip: %w", err)
+			return nil, err
 		}
-	}
-	if cfg.SIP.HEPListen != "" {
-		d.hep, err = sip.NewHEPListener(cfg.SIP.HEPListen, d.sipA, d.log, d.reg)
-		if err != nil {
-			d.closeFirewall()
-			return nil, fmt.Errorf("sip.hep_listen: %w", err)
+		if cfg.SIP.HEPListen != "" {
+			d.hep, err = sip.NewHEPListener(cfg.SIP.HEPListen, analyzer, d.log, d.reg)
+			if err != nil {
+				return nil, fmt.Errorf("sip.hep_listen: %w", err)
+			}
 		}
-	}
-	if cfg.SIP.CaptureInterface != "" {
-		d.capt, err = sip.NewCapture(cfg.SIP.CaptureInterface, cfg.SIP.CapturePorts, d.sipA, d.log, d.reg)
-		if err != nil {
-			d.closeAll()
-			return nil, fmt.Errorf("sip.capture_interface: %w", err)
+		if cfg.SIP.CaptureInterface != "" {
+			d.capt, err = sip.NewCapture(cfg.SIP.CaptureInterface, cfg.SIP.CapturePorts, analyzer, d.log, d.reg)
+			if err != nil {
+				return nil, fmt.Errorf("sip.capture_interface: %w", err)
+			}
 		}
 	}
 	checks := []api.Check{{Name: "ban", Ready: d.jail.Ready}}
@@ -232,18 +222,30 @@ func New(cfg config.Config, o Options) (*Daemon, error) {
 		Logger:    d.log,
 	})
 	if err != nil {
-		d.closeAll()
 		return nil, err
 	}
 	return d, nil
 }
 
-func (d *Daemon) closeFirewall() {
+// close releases what New opened: the sockets, the rules it installed and
+// the ban backend. It runs once, on New's error or at the end of Run.
+func (d *Daemon) close() {
+	d.closeMu.Lock()
+	defer d.closeMu.Unlock()
+	if d.closed {
+		return
+	}
+	d.closed = true
+	if d.hep != nil {
+		d.hep.Close()
+	}
+	if d.capt != nil {
+		d.capt.Close()
+	}
 	if d.unrule != nil {
 		if err := d.unrule(); err != nil {
 			d.log.Error("removing the firewall rules", "error", err)
 		}
-		d.unrule = nil
 	}
 	if c, ok := d.fw.(io.Closer); ok {
 		c.Close()
@@ -269,13 +271,6 @@ func (d *Daemon) installRules(c config.Ban) error {
 	return nil
 }
 
-func (d *Daemon) closeAll() {
-	if d.hep != nil {
-		d.hep.Close()
-	}
-	d.closeFirewall()
-}
-
 // APIAddr is where the API listens.
 func (d *Daemon) APIAddr() net.Addr { return d.api.Addr() }
 
@@ -287,7 +282,7 @@ func (d *Daemon) Jail() *ban.Jail { return d.jail }
 
 // Run runs every component until ctx is cancelled or one fails.
 func (d *Daemon) Run(ctx context.Context) error {
-	defer d.closeFirewall()
+	defer d.close()
 	g, ctx := errgroup.WithContext(ctx)
 	run := func(name string, f func(context.Context) error) {
 		g.Go(func() error {
@@ -313,128 +308,61 @@ func (d *Daemon) Run(ctx context.Context) error {
 		run("capture", d.capt.Run)
 	}
 	d.log.Info("sipwarden running", "api", d.api.Addr().String(), "ban_backend", d.backend,
-		"esl", strings.Join(d.cfg.ESL.Nodes(), ","), "logs", len(d.cfg.Logs.Files),
-		"hep", d.cfg.SIP.HEPListen, "capture", d.cfg.SIP.CaptureInterface)
+		"esl", strings.Join(d.boot.ESL.Nodes(), ","), "logs", len(d.boot.Logs.Files),
+		"hep", d.boot.SIP.HEPListen, "capture", d.boot.SIP.CaptureInterface)
 	err := g.Wait()
 	d.log.Info("sipwarden stopped", "error", err)
 	return err
 }
 
-// Reload applies a new, validated config to what can change live: jail
-// thresholds, weights and never-ban list, and the static whitelist. It
-// returns the keys whose change needs a restart; on error nothing changed.
-func (d *Daemon) Reload(cfg config.Config) ([]string, error) {
+// Reloaded says what a reload did, key by key (config.Diff paths).
+type Reloaded struct {
+	Applied      []string // changed and applied live
+	NeedsRestart []string // changed, running on the old value until a restart
+}
+
+// live reports whether a changed key is applied by Reload.
+func (d *Daemon) live(key string) bool {
+	switch key {
+	case "jail.findtime", "jail.maxretry", "jail.bantime", "jail.factor", "jail.maxbantime",
+		"jail.unverified_factor", "never_ban", "whitelist.static":
+		return true
+	case "log.level":
+		return d.level != nil
+	}
+	return strings.HasPrefix(key, "rules.")
+}
+
+// Reload applies a new, validated config to what can change live: the jail
+// policy (thresholds, rule weights — a rule disabled at start can be
+// enabled —, never-ban), the static whitelist and the log level. Every
+// other changed key is named in NeedsRestart, compared with the config the
+// daemon was built from. On error nothing changed.
+func (d *Daemon) Reload(cfg config.Config) (Reloaded, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	jopt := JailOptions(cfg)
-	if err := d.jail.SetPolicy(ban.Policy{
-		Findtime:         jopt.Findtime,
-		MaxRetry:         jopt.MaxRetry,
-		Bantime:          jopt.Bantime,
-		MaxBantime:       jopt.MaxBantime,
-		Factor:           jopt.Factor,
-		Weights:          jopt.Weights,
-		NeverBan:         append(jopt.NeverBan, nodePrefixes(cfg.ESL)...),
-		UnverifiedFactor: jopt.UnverifiedFactor,
-	}); err != nil {
-		return nil, fmt.Errorf("jail policy: %w", err)
+	var r Reloaded
+	for _, k := range config.Diff(d.cfg, cfg) {
+		if d.live(k) {
+			r.Applied = append(r.Applied, k)
+		}
+	}
+	for _, k := range config.Diff(d.boot, cfg) {
+		if !d.live(k) {
+			r.NeedsRestart = append(r.NeedsRestart, k)
+		}
+	}
+	if err := d.pipe.SetPolicy(cfg); err != nil {
+		return Reloaded{}, err
 	}
 	d.wl.SetStatic(config.Prefixes(cfg.Whitelist.Static))
-	var restart []string
-	old := d.cfg
-	if fmt.Sprint(old.ESL) != fmt.Sprint(cfg.ESL) {
-		restart = append(restart, "esl")
-	}
-	if fmt.Sprint(old.Logs) != fmt.Sprint(cfg.Logs) {
-		restart = append(restart, "logs")
-	}
-	if fmt.Sprint(old.SIP) != fmt.Sprint(cfg.SIP) {
-		restart = append(restart, "sip")
-	}
-	if fmt.Sprint(old.Ban) != fmt.Sprint(cfg.Ban) {
-		restart = append(restart, "ban")
-	}
-	if old.API != cfg.API {
-		restart = append(restart, "api")
+	if d.level != nil {
+		var l slog.Level
+		_ = l.UnmarshalText([]byte(cfg.Log.Level)) // validated by config.Load
+		d.level.Set(l)
 	}
 	d.cfg = cfg
-	return restart, nil
-}
-
-// JailOptions maps the config onto the jail's options (no backend, no
-// allowlist: the caller wires those).
-func JailOptions(cfg config.Config) ban.Options {
-	// Rules the config does not weigh keep the jail's DefaultWeights.
-	w, disabled := cfg.RuleWeights()
-	for r := range disabled {
-		w[r] = 0 // RuleFilter drops them before the jail; never score them either
-	}
-	return ban.Options{
-		Findtime:         cfg.Jail.Findtime,
-		MaxRetry:         cfg.Jail.MaxRetry,
-		Bantime:          cfg.Jail.Bantime,
-		MaxBantime:       cfg.Jail.MaxBantime,
-		Factor:           cfg.Jail.Factor,
-		Weights:          w,
-		MaxOffenders:     cfg.Jail.MaxOffenders,
-		UnverifiedFactor: cfg.Jail.UnverifiedFactor,
-		ResyncEvery:      cfg.Ban.ResyncInterval,
-		NeverBan:         config.Prefixes(cfg.NeverBan),
-		V6Prefix:         cfg.Ban.V6Prefix,
-		StateFile:        cfg.Jail.StateFile,
-	}
-}
-
-// Grace maps whitelist.grace onto the whitelist's option, where 0 means
-// the default and a negative value none.
-func Grace(c config.Whitelist) time.Duration {
-	if c.Grace == 0 {
-		return -1
-	}
-	return c.Grace
-}
-
-// RuleFilter drops the offenses of rules switched off in the config before
-// they reach the jail (auth_challenge is off unless enabled: every
-// legitimate login is challenged once).
-func RuleFilter(cfg config.Config, next offense.Sink) offense.Sink {
-	_, disabled := cfg.RuleWeights()
-	if len(disabled) == 0 {
-		return next
-	}
-	return offense.SinkFunc(func(o offense.Offense) {
-		if !disabled[o.Rule] {
-			next.Offend(o)
-		}
-	})
-}
-
-// LogLocation is the time zone FreeSWITCH writes its log times in.
-func LogLocation(c config.Logs) (*time.Location, error) {
-	if c.Timezone == "" || c.Timezone == "Local" {
-		return time.Local, nil
-	}
-	loc, err := time.LoadLocation(c.Timezone)
-	if err != nil {
-		return nil, fmt.Errorf("logs.timezone: %w", err)
-	}
-	return loc, nil
-}
-
-// SIPConfig maps the sip section onto the analyzer's config.
-func SIPConfig(c config.SIP) sip.Config {
-	sc := sip.DefaultConfig()
-	if len(c.ScannerUserAgents) > 0 {
-		sc.ScannerUserAgents = c.ScannerUserAgents
-	}
-	if len(c.TollPatterns) > 0 {
-		sc.TollPatterns = c.TollPatterns
-	}
-	sc.FloodRequests = c.FloodRequests
-	sc.FloodWindow = c.FloodWindow
-	sc.ScanUsers = c.ScanUsers
-	sc.ScanWindow = c.ScanWindow
-	return sc
+	return r, nil
 }
 
 // nodePrefixes returns the FreeSWITCH nodes' addresses: they are never

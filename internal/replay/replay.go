@@ -25,10 +25,10 @@ import (
 
 	"github.com/sipwarden/sipwarden/internal/ban"
 	"github.com/sipwarden/sipwarden/internal/config"
-	"github.com/sipwarden/sipwarden/internal/daemon"
 	"github.com/sipwarden/sipwarden/internal/eslwatch"
 	"github.com/sipwarden/sipwarden/internal/logwatch"
 	"github.com/sipwarden/sipwarden/internal/offense"
+	"github.com/sipwarden/sipwarden/internal/pipeline"
 	"github.com/sipwarden/sipwarden/internal/sip"
 	"github.com/sipwarden/sipwarden/internal/whitelist"
 )
@@ -92,12 +92,10 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	// asks it at each offense's own time.
 	clk := &clock{}
 	clk.set(time.Unix(0, 0))
-	wl := whitelist.New(whitelist.Options{
-		Static:     config.Prefixes(o.Config.Whitelist.Static),
-		Grace:      daemon.Grace(o.Config.Whitelist),
-		Now:        clk.now,
-		Registerer: reg,
-	})
+	wopt := pipeline.WhitelistOptions(o.Config)
+	wopt.Now = clk.now
+	wopt.Registerer = reg
+	wl := whitelist.New(wopt)
 	if o.Registrations != "" {
 		data, err := os.ReadFile(o.Registrations)
 		if err != nil {
@@ -111,24 +109,31 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			wl.Upsert(r)
 		}
 	}
+	// The daemon's jail and analyzers, judging at the replay clock and
+	// banning nothing.
+	pl, err := pipeline.New(o.Config, pipeline.Parts{
+		Allowlist:  allowAt{wl, clk},
+		Firewall:   ban.NewDryRun(ban.DryRunOptions{Now: clk.now}),
+		Registerer: reg,
+		Now:        clk.now,
+		Offline:    true,
+	})
+	if err != nil {
+		return nil, err
+	}
+	jail := pl.Jail()
 
 	// Pass 1: captures. They teach the whitelist the registrations (a 200
 	// OK to a REGISTER) that must cover the whole night, so they are read
 	// before anything is judged; their offenses wait, sorted by time.
 	var captured []offense.Offense
 	var mu sync.Mutex
-	collect := daemon.RuleFilter(o.Config, offense.SinkFunc(func(of offense.Offense) {
+	collect := offense.SinkFunc(func(of offense.Offense) {
 		mu.Lock()
 		captured = append(captured, of)
 		mu.Unlock()
-	}))
-	analyzer, err := sip.NewAnalyzer(sip.Options{
-		Config:        daemon.SIPConfig(o.Config.SIP),
-		Sink:          collect,
-		Registrations: wl,
-		Registerer:    reg,
-		Now:           clk.now,
 	})
+	analyzer, err := pl.SIPAnalyzer(collect, wl)
 	if err != nil {
 		return nil, err
 	}
@@ -155,18 +160,6 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	slices.SortStableFunc(captured, func(a, b offense.Offense) int { return a.Time.Compare(b.Time) })
 
-	jopt := daemon.JailOptions(o.Config)
-	jopt.StateFile = ""
-	jopt.Allowlist = allowAt{wl, clk}
-	jopt.Firewall = ban.NewDryRun(ban.DryRunOptions{Now: clk.now})
-	jopt.Registerer = reg
-	jopt.Now = clk.now
-	// The replaying machine's own addresses say nothing of the recording.
-	jopt.HostAddrs = func() ([]netip.Addr, error) { return nil, nil }
-	jail, err := ban.NewJail(jopt)
-	if err != nil {
-		return nil, err
-	}
 	judge := func(of offense.Offense) {
 		clk.set(of.Time)
 		jail.Offend(of)
@@ -175,25 +168,17 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	// Pass 2: the logs, streamed (memory does not grow with their size),
 	// each offense judged at its own time, merged with the captures'.
 	next := 0
-	fromLogs := daemon.RuleFilter(o.Config, offense.SinkFunc(func(of offense.Offense) {
+	fromLogs := offense.SinkFunc(func(of offense.Offense) {
 		for next < len(captured) && !captured[next].Time.After(of.Time) {
 			judge(captured[next])
 			next++
 		}
 		judge(of)
-	}))
-	parser := logwatch.NewParser(o.Now)
-	loc, err := daemon.LogLocation(o.Config.Logs)
-	if err != nil {
-		return nil, err
-	}
-	parser.SetLocation(loc)
-	if len(o.Config.Logs.PublicContexts) > 0 {
-		parser.SetPublicContexts(o.Config.Logs.PublicContexts...)
-	}
+	})
+	parser := pl.LogParser(o.Now)
 	for _, path := range logs {
 		_, err := readInput(path, o.Progress, func(br *bufio.Reader, _ bool) error {
-			n, err := logwatch.Scan(ctx, br, parser, fromLogs, nil)
+			n, err := logwatch.ScanLimit(ctx, br, parser, fromLogs, nil, o.Config.Logs.MaxLineBytes)
 			rep.Lines += n
 			return err
 		})

@@ -1,0 +1,244 @@
+// Package pipeline builds the judging half of sipwarden from a config: the
+// jail with its policy (thresholds, rule weights, never-ban), and the
+// analyzers that turn evidence into offenses for it (the log line rules and
+// the SIP analyzer). The daemon and replay both build from here, so a replay
+// of last night's recording gives the verdicts the daemon gave.
+//
+// It owns no source (socket, file, Event Socket), no backend and no
+// lifecycle: the caller injects the firewall, the allowlist, the registry,
+// the logger and the clock, and runs what it gets.
+package pipeline
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sipwarden/sipwarden/internal/ban"
+	"github.com/sipwarden/sipwarden/internal/config"
+	"github.com/sipwarden/sipwarden/internal/logwatch"
+	"github.com/sipwarden/sipwarden/internal/offense"
+	"github.com/sipwarden/sipwarden/internal/sip"
+	"github.com/sipwarden/sipwarden/internal/whitelist"
+)
+
+// Parts are what the caller injects.
+type Parts struct {
+	Firewall  ban.Firewall  // nil: the jail's dry-run
+	Allowlist ban.Allowlist // nil: nothing allowlisted
+	// NeverBan is added to the config's never_ban (the Event Socket nodes).
+	NeverBan   []netip.Prefix
+	Registerer prometheus.Registerer // nil: a private registry
+	Logger     *slog.Logger          // nil: discard
+	Now        func() time.Time      // nil: time.Now
+	// Offline judges a recording (replay): no state file, and the host's
+	// own addresses are not never-ban (they say nothing of the recording).
+	Offline bool
+}
+
+// Pipeline is the jail and what feeds it, built from one config.
+type Pipeline struct {
+	jail     *ban.Jail
+	parts    Parts
+	location *time.Location
+	public   []string
+	sip      sip.Config
+}
+
+// New builds the jail from cfg (validated by config.Load). When only the
+// jail's state file is unreadable it returns a working pipeline together
+// with an error wrapping ban.ErrBadState, as ban.NewJail does.
+func New(cfg config.Config, parts Parts) (*Pipeline, error) {
+	if parts.Registerer == nil {
+		parts.Registerer = prometheus.NewRegistry()
+	}
+	if parts.Logger == nil {
+		parts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if parts.Now == nil {
+		parts.Now = time.Now
+	}
+	loc, err := LogLocation(cfg.Logs)
+	if err != nil {
+		return nil, err
+	}
+	pl := &Pipeline{parts: parts, location: loc, public: slices.Clone(cfg.Logs.PublicContexts), sip: SIPConfig(cfg.SIP)}
+	opt := JailOptions(cfg)
+	opt.NeverBan = append(opt.NeverBan, parts.NeverBan...)
+	opt.Allowlist = parts.Allowlist
+	opt.Firewall = parts.Firewall
+	opt.Logger = parts.Logger
+	opt.Registerer = parts.Registerer
+	opt.Now = parts.Now
+	if parts.Offline {
+		opt.StateFile = ""
+		opt.SkipHostAddrs = true
+	}
+	jail, err := ban.NewJail(opt)
+	if jail == nil {
+		return nil, err
+	}
+	pl.jail = jail
+	return pl, err
+}
+
+// Jail is where offenses go.
+func (p *Pipeline) Jail() *ban.Jail { return p.jail }
+
+// Sink is the jail, as the sources see it.
+func (p *Pipeline) Sink() offense.Sink { return p.jail }
+
+// SetPolicy applies the jail policy of a new config (a reload). On error
+// nothing changed.
+func (p *Pipeline) SetPolicy(cfg config.Config) error {
+	pol := Policy(cfg)
+	pol.NeverBan = append(pol.NeverBan, p.parts.NeverBan...)
+	if err := p.jail.SetPolicy(pol); err != nil {
+		return fmt.Errorf("jail policy: %w", err)
+	}
+	return nil
+}
+
+// SIPAnalyzer builds the SIP analyzer, sending its offenses to sink (nil:
+// the jail). regs learns registrations from 200 OKs to REGISTER; the daemon
+// passes nil (the Event Socket is its source of registrations: a forged
+// 200 OK must not whitelist anyone), replay the whitelist it judges with.
+func (p *Pipeline) SIPAnalyzer(sink offense.Sink, regs sip.Registrar) (*sip.Analyzer, error) {
+	if sink == nil {
+		sink = p.jail
+	}
+	a, err := sip.NewAnalyzer(sip.Options{
+		Config:        p.sip,
+		Sink:          sink,
+		Registrations: regs,
+		Logger:        p.parts.Logger,
+		Registerer:    p.parts.Registerer,
+		Now:           p.parts.Now,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sip: %w", err)
+	}
+	return a, nil
+}
+
+// LogParser builds a log line parser with the config's rules; now is used
+// for year inference of year-less lines (nil: the pipeline's clock).
+func (p *Pipeline) LogParser(now func() time.Time) *logwatch.Parser {
+	if now == nil {
+		now = p.parts.Now
+	}
+	lp := logwatch.NewParser(now)
+	lp.SetLocation(p.location)
+	if len(p.public) > 0 {
+		lp.SetPublicContexts(p.public...)
+	}
+	return lp
+}
+
+// LogRules fills the parts of a log follower's options that judge lines
+// (time zone, public contexts, line limit) and its sink (the jail), the
+// same the replay parser gets; the caller adds files and polling.
+func (p *Pipeline) LogRules(o logwatch.Options, cfg config.Logs) logwatch.Options {
+	o.Location = p.location
+	o.PublicContexts = slices.Clone(p.public)
+	o.MaxLine = cfg.MaxLineBytes
+	o.Sink = p.jail
+	o.Logger = p.parts.Logger
+	o.Registerer = p.parts.Registerer
+	return o
+}
+
+// Weights maps the rules section onto jail weights: a disabled rule weighs
+// 0 (counted, never scored), so that a reload can enable it again; a rule
+// the config does not weigh keeps the jail's default.
+func Weights(cfg config.Config) map[offense.Rule]float64 {
+	w, disabled := cfg.RuleWeights()
+	for r := range disabled {
+		w[r] = 0
+	}
+	return w
+}
+
+// Policy maps the config onto the jail's reloadable policy.
+func Policy(cfg config.Config) ban.Policy {
+	return ban.Policy{
+		Findtime:         cfg.Jail.Findtime,
+		MaxRetry:         cfg.Jail.MaxRetry,
+		Bantime:          cfg.Jail.Bantime,
+		MaxBantime:       cfg.Jail.MaxBantime,
+		Factor:           cfg.Jail.Factor,
+		Weights:          Weights(cfg),
+		NeverBan:         config.Prefixes(cfg.NeverBan),
+		UnverifiedFactor: cfg.Jail.UnverifiedFactor,
+	}
+}
+
+// JailOptions maps the config onto the jail's options (no backend, no
+// allowlist: New wires those).
+func JailOptions(cfg config.Config) ban.Options {
+	pol := Policy(cfg)
+	return ban.Options{
+		Findtime:         pol.Findtime,
+		MaxRetry:         pol.MaxRetry,
+		Bantime:          pol.Bantime,
+		MaxBantime:       pol.MaxBantime,
+		Factor:           pol.Factor,
+		Weights:          pol.Weights,
+		NeverBan:         pol.NeverBan,
+		UnverifiedFactor: pol.UnverifiedFactor,
+		MaxOffenders:     cfg.Jail.MaxOffenders,
+		ResyncEvery:      cfg.Ban.ResyncInterval,
+		V6Prefix:         cfg.Ban.V6Prefix,
+		StateFile:        cfg.Jail.StateFile,
+	}
+}
+
+// WhitelistOptions maps the whitelist section onto the whitelist's options
+// (the caller adds its clock and registry).
+func WhitelistOptions(cfg config.Config) whitelist.Options {
+	return whitelist.Options{
+		Static: config.Prefixes(cfg.Whitelist.Static),
+		Grace:  Grace(cfg.Whitelist),
+	}
+}
+
+// Grace maps whitelist.grace onto the whitelist's option, where 0 means
+// the package default and a negative value none: in the config 0 is none.
+func Grace(c config.Whitelist) time.Duration {
+	if c.Grace == 0 {
+		return -1
+	}
+	return c.Grace
+}
+
+// LogLocation is the time zone FreeSWITCH writes its log times in.
+func LogLocation(c config.Logs) (*time.Location, error) {
+	if c.Timezone == "" || c.Timezone == "Local" {
+		return time.Local, nil
+	}
+	loc, err := time.LoadLocation(c.Timezone)
+	if err != nil {
+		return nil, fmt.Errorf("logs.timezone: %w", err)
+	}
+	return loc, nil
+}
+
+// SIPConfig maps the sip section onto the analyzer's config.
+func SIPConfig(c config.SIP) sip.Config {
+	sc := sip.DefaultConfig()
+	if len(c.ScannerUserAgents) > 0 {
+		sc.ScannerUserAgents = c.ScannerUserAgents
+	}
+	if len(c.TollPatterns) > 0 {
+		sc.TollPatterns = c.TollPatterns
+	}
+	sc.FloodRequests = c.FloodRequests
+	sc.FloodWindow = c.FloodWindow
+	sc.ScanUsers = c.ScanUsers
+	sc.ScanWindow = c.ScanWindow
+	return sc
+}

@@ -18,6 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sipwarden/sipwarden/internal/ban"
+	"github.com/sipwarden/sipwarden/internal/decision"
+	"github.com/sipwarden/sipwarden/internal/jail"
 	"github.com/sipwarden/sipwarden/internal/offense"
 	"github.com/sipwarden/sipwarden/internal/sip"
 	"github.com/sipwarden/sipwarden/internal/whitelist"
@@ -184,9 +186,9 @@ func BenchmarkSIPToJail(b *testing.B) {
 	now := func() time.Time { return t0 }
 	wl := whitelist.New(whitelist.Options{Now: now, Registerer: prometheus.NewRegistry()})
 	fw := ban.NewDryRun()
-	j, err := ban.NewJail(ban.Options{
+	j, err := jail.New(jail.Options{
 		Firewall:     fw,
-		Allowlist:    wl,
+		Allowlist:    decision.ByReason(wl.Allowed, whitelist.ReasonRegistered),
 		Registerer:   prometheus.NewRegistry(),
 		MaxOffenders: 2 * nIP,
 		QueueSize:    1 << 16,

@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sipwarden/sipwarden/internal/ban"
+	"github.com/sipwarden/sipwarden/internal/jail"
 	"github.com/sipwarden/sipwarden/internal/whitelist"
 )
 
@@ -39,8 +40,8 @@ type Whitelist interface {
 type Jail interface {
 	Ban(ctx context.Context, ip netip.Addr, d time.Duration, reason string) error
 	Unban(ctx context.Context, ip netip.Addr) error
-	Bans() []ban.Ban
-	Offenders() []ban.Offender
+	Bans() []jail.Ban
+	Offenders() []jail.Offender
 }
 
 // Check is one readiness condition: ok, or why not.
@@ -187,7 +188,7 @@ func (s *Server) whitelistOne(w http.ResponseWriter, r *http.Request) {
 func (s *Server) bansList(w http.ResponseWriter, _ *http.Request) {
 	bans := s.opt.Jail.Bans()
 	if bans == nil {
-		bans = []ban.Ban{}
+		bans = []jail.Ban{}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"bans": bans})
 }
@@ -297,7 +298,7 @@ func (s *Server) bansDel(w http.ResponseWriter, r *http.Request) {
 func (s *Server) offenders(w http.ResponseWriter, _ *http.Request) {
 	list := s.opt.Jail.Offenders()
 	if list == nil {
-		list = []ban.Offender{}
+		list = []jail.Offender{}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"offenders": list})
 }

@@ -14,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sipwarden/sipwarden/internal/ban"
+	"github.com/sipwarden/sipwarden/internal/decision"
+	"github.com/sipwarden/sipwarden/internal/jail"
 	"github.com/sipwarden/sipwarden/internal/offense"
 	"github.com/sipwarden/sipwarden/internal/whitelist"
 )
@@ -21,7 +23,7 @@ import (
 type fixture struct {
 	srv  *Server
 	wl   *whitelist.Whitelist
-	jail *ban.Jail
+	jail *jail.Jail
 	fw   *ban.DryRun
 }
 
@@ -38,8 +40,8 @@ func newFixture(t testing.TB, token string) *fixture {
 		ExpiresAt: time.Now().Add(time.Hour),
 	})
 	fw := ban.NewDryRun(ban.DryRunOptions{})
-	jail, err := ban.NewJail(ban.Options{
-		Allowlist: wl, Firewall: fw, Registerer: reg,
+	jl, err := jail.New(jail.Options{
+		Allowlist: decision.ByReason(wl.Allowed, whitelist.ReasonRegistered), Firewall: fw, Registerer: reg,
 		HostAddrs: func() ([]netip.Addr, error) { return nil, nil },
 	})
 	if err != nil {
@@ -47,16 +49,16 @@ func newFixture(t testing.TB, token string) *fixture {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- jail.Run(ctx) }()
+	go func() { done <- jl.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	srv, err := New(Options{
-		Token: token, Whitelist: wl, Jail: jail, Gatherer: reg,
+		Token: token, Whitelist: wl, Jail: jl, Gatherer: reg,
 		Checks: []Check{{Name: "esl", Ready: func() (string, bool) { return "not connected to 127.0.0.1:8021", false }}},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{srv: srv, wl: wl, jail: jail, fw: fw}
+	return &fixture{srv: srv, wl: wl, jail: jl, fw: fw}
 }
 
 type call struct {

@@ -1,12 +1,10 @@
-// Package ban owns the jail (per-IP scores over offenses), the ban decision
-// (never-ban -> static allowlist -> live registration -> ban) and the
-// backends that put bans into the kernel (ipset over netlink) or only record
-// them (dry run).
+// Package ban declares what the jail needs from a ban backend (Firewall and
+// its optional extensions), the errors backends and the jail share, and the
+// dry-run backend that keeps entries in memory.
 //
-// It must not find offenses (sources do that), must not learn registrations
-// (the whitelist does) and must never run a process: the ban path talks to
-// the kernel over one persistent netlink handle, from one writer goroutine,
-// so that Offend never waits on the kernel.
+// It holds no policy: scoring lives in internal/jail, the never-ban /
+// allowlist / registration decision in internal/decision and the kernel
+// backend in internal/ipset.
 package ban
 
 import (
@@ -14,8 +12,6 @@ import (
 	"errors"
 	"net/netip"
 	"time"
-
-	"github.com/sipwarden/sipwarden/internal/offense"
 )
 
 // Firewall is what the jail needs from a ban backend. Add must refresh the
@@ -53,21 +49,8 @@ type Entry struct {
 	Timeout time.Duration // remaining; 0 = no timeout
 }
 
-// Allowlist answers whether an address must not be banned. why is "static"
-// (configured allowlist) or "registered" (a live registration).
-// *whitelist.Whitelist satisfies it.
-type Allowlist interface {
-	Allowed(netip.Addr) (why string, ok bool)
-}
-
-// RegistrationCounter is an optional Allowlist extension used only to say
-// more in the "protected" log line: how many live registrations an address
-// has.
-type RegistrationCounter interface {
-	Registrations(netip.Addr) int
-}
-
-// Errors returned by Ban and Unban (compare with errors.Is).
+// Errors returned by the jail's Ban and Unban and by backends (compare
+// with errors.Is).
 var (
 	ErrWhitelisted = errors.New("address is whitelisted")
 	ErrNeverBan    = errors.New("address is never banned")
@@ -87,47 +70,10 @@ var (
 // with it and refreshed by the resync.
 const MaxKernelTimeout = 2147483 * time.Second
 
-// Ban is one active ban as the API shows it.
-type Ban struct {
-	IP        netip.Addr   `json:"ip"`              // the address (for a prefix ban: the prefix's first address)
-	Prefix    netip.Prefix `json:"prefix,omitzero"` // set for IPv6 prefix bans (v6_prefix) only
-	Rule      string       `json:"rule"`            // the rule that crossed the threshold; "manual"; "kernel" (found in the set)
-	Reason    string       `json:"reason"`
-	CreatedAt time.Time    `json:"created_at"`
-	ExpiresAt time.Time    `json:"expires_at,omitzero"` // zero: permanent (adopted from a set entry without timeout)
-	Count     int          `json:"count"`               // how many times this address has been banned
-}
-
-// Offender states.
-const (
-	StateWatching  = "watching"
-	StateBanned    = "banned"
-	StateProtected = "protected"
-	StateNeverBan  = "never-ban"
-)
-
-// Offender is one tracked address as the API shows it.
-type Offender struct {
-	IP       netip.Addr           `json:"ip"`
-	Prefix   netip.Prefix         `json:"prefix,omitzero"` // set when IPv6 is scored per prefix
-	Score    float64              `json:"score"`
-	Offenses map[offense.Rule]int `json:"offenses"`
-	State    string               `json:"state"`
-	// Why, for protected and never-ban: registered, static (or the
-	// allowlist's reason), loopback, link-local, own address, never_ban CIDR.
-	Why      string    `json:"why,omitempty"`
-	User     string    `json:"user,omitempty"` // last user named in an offense
-	LastSeen time.Time `json:"last_seen,omitzero"`
-	// Bans counts the bans so far (history kept across restarts and after
-	// a ban expires: a replay's verdict is "ban" when Bans > 0).
-	Bans        int           `json:"bans"`
-	BanDuration time.Duration `json:"-"`                     // current or last ban
-	BanSeconds  float64       `json:"ban_seconds,omitempty"` // BanDuration in seconds
-	ExpiresAt   time.Time     `json:"expires_at,omitzero"`   // of the current ban
-	// PeakScore is the highest score reached; Skipped and SkippedWhy the
-	// last ban skipped for it (protected, never-ban) even after it aged
-	// out of State. A replay's verdicts come from these.
-	PeakScore  float64 `json:"peak_score"`
-	Skipped    string  `json:"-"`
-	SkippedWhy string  `json:"-"`
+// SetNamer is implemented by backends with named kernel sets of a fixed
+// capacity, so that their fill level can be watched (a full set is an
+// outage of the ban path).
+type SetNamer interface {
+	SetNames() (v4, v6 string)
+	MaxElem() int
 }

@@ -101,6 +101,14 @@ func (d *DryRun) Contains(p netip.Prefix) bool {
 	return ok && (exp.IsZero() || exp.After(now))
 }
 
+// Len is how many entries are held, expired ones included until the next
+// Add or List.
+func (d *DryRun) Len() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.m)
+}
+
 // Flush empties the backend (tests: what an admin's ipset flush does).
 func (d *DryRun) Flush() {
 	d.mu.Lock()

@@ -27,7 +27,10 @@ import (
 	"github.com/sipwarden/sipwarden/internal/api"
 	"github.com/sipwarden/sipwarden/internal/ban"
 	"github.com/sipwarden/sipwarden/internal/config"
+	"github.com/sipwarden/sipwarden/internal/decision"
 	"github.com/sipwarden/sipwarden/internal/eslwatch"
+	"github.com/sipwarden/sipwarden/internal/ipset"
+	"github.com/sipwarden/sipwarden/internal/jail"
 	"github.com/sipwarden/sipwarden/internal/logwatch"
 	"github.com/sipwarden/sipwarden/internal/pipeline"
 	"github.com/sipwarden/sipwarden/internal/sip"
@@ -76,7 +79,7 @@ type Daemon struct {
 	cfg     config.Config // the last applied config
 	pipe    *pipeline.Pipeline
 	wl      *whitelist.Whitelist
-	jail    *ban.Jail
+	jail    *jail.Jail
 	esl     *eslwatch.Watcher
 	logs    *logwatch.Follower
 	hep     *sip.HEPListener
@@ -144,7 +147,7 @@ func New(cfg config.Config, o Options) (_ *Daemon, err error) {
 	}
 	d.pipe, err = pipeline.New(cfg, pipeline.Parts{
 		Firewall:   d.fw,
-		Allowlist:  d.wl,
+		Allowlist:  decision.ByReason(d.wl.Allowed, whitelist.ReasonRegistered),
 		NeverBan:   nodePrefixes(cfg.ESL),
 		Registerer: d.reg,
 		Logger:     d.log,
@@ -262,7 +265,7 @@ func (d *Daemon) installRules(c config.Ban) error {
 			return fmt.Errorf("ban.install_rule: %w", err)
 		}
 	}
-	remove, err := ban.InstallRules(ban.RuleOptions{SetV4: c.SetV4, SetV6: c.SetV6, Ports: c.RulePorts})
+	remove, err := ipset.InstallRules(ipset.RuleOptions{SetV4: c.SetV4, SetV6: c.SetV6, Ports: c.RulePorts})
 	if err != nil {
 		return fmt.Errorf("ban.install_rule: %w", err)
 	}
@@ -278,7 +281,7 @@ func (d *Daemon) APIAddr() net.Addr { return d.api.Addr() }
 func (d *Daemon) Whitelist() *whitelist.Whitelist { return d.wl }
 
 // Jail exposes the jail (tests, embedding).
-func (d *Daemon) Jail() *ban.Jail { return d.jail }
+func (d *Daemon) Jail() *jail.Jail { return d.jail }
 
 // Run runs every component until ctx is cancelled or one fails.
 func (d *Daemon) Run(ctx context.Context) error {

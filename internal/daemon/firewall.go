@@ -9,6 +9,7 @@ import (
 
 	"github.com/sipwarden/sipwarden/internal/ban"
 	"github.com/sipwarden/sipwarden/internal/config"
+	"github.com/sipwarden/sipwarden/internal/ipset"
 )
 
 // newFirewall opens the configured ban backend. Its error is the one line
@@ -19,7 +20,7 @@ func newFirewall(c config.Ban, reg prometheus.Registerer) (ban.Firewall, error) 
 	case config.BackendDryRun:
 		return ban.NewDryRun(ban.DryRunOptions{MaxElem: c.MaxElem}), nil
 	case config.BackendIPSet:
-		fw, err := ban.NewIPSet(ban.IPSetOptions{
+		fw, err := ipset.New(ipset.Options{
 			SetV4:    c.SetV4,
 			SetV6:    c.SetV6,
 			MaxElem:  c.MaxElem,

@@ -20,6 +20,8 @@ import (
 
 	"github.com/sipwarden/sipwarden/internal/ban"
 	"github.com/sipwarden/sipwarden/internal/config"
+	"github.com/sipwarden/sipwarden/internal/decision"
+	"github.com/sipwarden/sipwarden/internal/jail"
 	"github.com/sipwarden/sipwarden/internal/logwatch"
 	"github.com/sipwarden/sipwarden/internal/offense"
 	"github.com/sipwarden/sipwarden/internal/sip"
@@ -28,8 +30,8 @@ import (
 
 // Parts are what the caller injects.
 type Parts struct {
-	Firewall  ban.Firewall  // nil: the jail's dry-run
-	Allowlist ban.Allowlist // nil: nothing allowlisted
+	Firewall  ban.Firewall       // nil: the jail's dry-run
+	Allowlist decision.Allowlist // nil: nothing allowlisted
 	// NeverBan is added to the config's never_ban (the Event Socket nodes).
 	NeverBan   []netip.Prefix
 	Registerer prometheus.Registerer // nil: a private registry
@@ -42,7 +44,7 @@ type Parts struct {
 
 // Pipeline is the jail and what feeds it, built from one config.
 type Pipeline struct {
-	jail     *ban.Jail
+	jail     *jail.Jail
 	parts    Parts
 	location *time.Location
 	public   []string
@@ -51,7 +53,7 @@ type Pipeline struct {
 
 // New builds the jail from cfg (validated by config.Load). When only the
 // jail's state file is unreadable it returns a working pipeline together
-// with an error wrapping ban.ErrBadState, as ban.NewJail does.
+// with an error wrapping ban.ErrBadState, as jail.New does.
 func New(cfg config.Config, parts Parts) (*Pipeline, error) {
 	if parts.Registerer == nil {
 		parts.Registerer = prometheus.NewRegistry()
@@ -78,7 +80,7 @@ func New(cfg config.Config, parts Parts) (*Pipeline, error) {
 		opt.StateFile = ""
 		opt.SkipHostAddrs = true
 	}
-	jail, err := ban.NewJail(opt)
+	jail, err := jail.New(opt)
 	if jail == nil {
 		return nil, err
 	}
@@ -87,7 +89,7 @@ func New(cfg config.Config, parts Parts) (*Pipeline, error) {
 }
 
 // Jail is where offenses go.
-func (p *Pipeline) Jail() *ban.Jail { return p.jail }
+func (p *Pipeline) Jail() *jail.Jail { return p.jail }
 
 // Sink is the jail, as the sources see it.
 func (p *Pipeline) Sink() offense.Sink { return p.jail }
@@ -164,8 +166,8 @@ func Weights(cfg config.Config) map[offense.Rule]float64 {
 }
 
 // Policy maps the config onto the jail's reloadable policy.
-func Policy(cfg config.Config) ban.Policy {
-	return ban.Policy{
+func Policy(cfg config.Config) jail.Policy {
+	return jail.Policy{
 		Findtime:         cfg.Jail.Findtime,
 		MaxRetry:         cfg.Jail.MaxRetry,
 		Bantime:          cfg.Jail.Bantime,
@@ -179,9 +181,9 @@ func Policy(cfg config.Config) ban.Policy {
 
 // JailOptions maps the config onto the jail's options (no backend, no
 // allowlist: New wires those).
-func JailOptions(cfg config.Config) ban.Options {
+func JailOptions(cfg config.Config) jail.Options {
 	pol := Policy(cfg)
-	return ban.Options{
+	return jail.Options{
 		Findtime:         pol.Findtime,
 		MaxRetry:         pol.MaxRetry,
 		Bantime:          pol.Bantime,

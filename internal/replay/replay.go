@@ -25,7 +25,9 @@ import (
 
 	"github.com/sipwarden/sipwarden/internal/ban"
 	"github.com/sipwarden/sipwarden/internal/config"
+	"github.com/sipwarden/sipwarden/internal/decision"
 	"github.com/sipwarden/sipwarden/internal/eslwatch"
+	"github.com/sipwarden/sipwarden/internal/jail"
 	"github.com/sipwarden/sipwarden/internal/logwatch"
 	"github.com/sipwarden/sipwarden/internal/offense"
 	"github.com/sipwarden/sipwarden/internal/pipeline"
@@ -225,7 +227,18 @@ type allowAt struct {
 }
 
 func (a allowAt) Allowed(ip netip.Addr) (string, bool) { return a.wl.AllowedAt(ip, a.clk.now()) }
-func (a allowAt) Registrations(ip netip.Addr) int      { return a.wl.Registrations(ip) }
+
+// addrOnly asks the whitelist about single addresses (prefix bans are
+// narrowed), at the replay clock.
+func (a allowAt) addrOnly() decision.AddrOnly {
+	return decision.ByReason(a.Allowed, whitelist.ReasonRegistered)
+}
+
+func (a allowAt) Registered(p netip.Prefix) bool { return a.addrOnly().Registered(p) }
+func (a allowAt) StaticOverlap(p netip.Prefix) (netip.Prefix, bool) {
+	return a.addrOnly().StaticOverlap(p)
+}
+func (a allowAt) Registrations(ip netip.Addr) int { return a.wl.Registrations(ip) }
 
 type countingReader struct {
 	r io.Reader
@@ -264,7 +277,7 @@ func startProgress(w io.Writer, path string, cr *countingReader, size int64) (st
 	return func() { close(done); wg.Wait() }
 }
 
-func rows(offenders []ban.Offender) []Row {
+func rows(offenders []jail.Offender) []Row {
 	out := make([]Row, 0, len(offenders))
 	for _, of := range offenders {
 		r := Row{IP: of.IP, Offenses: map[string]int{}, Score: of.PeakScore}
@@ -282,7 +295,7 @@ func rows(offenders []ban.Offender) []Row {
 			if of.User != "" {
 				r.Why += "; target " + of.User
 			}
-		case of.Skipped == ban.StateProtected:
+		case of.Skipped == jail.StateProtected:
 			r.Verdict = VerdictProtected
 			r.Why = of.SkippedWhy
 			if of.SkippedWhy == "registered" {
@@ -291,7 +304,7 @@ func rows(offenders []ban.Offender) []Row {
 					r.Why += "; user " + of.User + " keeps failing (stale password?)"
 				}
 			}
-		case of.Skipped == ban.StateNeverBan:
+		case of.Skipped == jail.StateNeverBan:
 			r.Verdict = VerdictNeverBan
 			r.Why = of.SkippedWhy
 		default:

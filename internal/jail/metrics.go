@@ -1,7 +1,9 @@
-package ban
+package jail
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sipwarden/sipwarden/internal/decision"
 )
 
 type metrics struct {
@@ -80,8 +82,9 @@ func newMetrics(reg prometheus.Registerer, active, offenders func() float64) (*m
 		}
 	}
 	m.bansManual = m.bansTotal.WithLabelValues("manual")
-	for _, r := range []string{reasonNeverBan, reasonStatic, reasonRegistered} {
-		m.skipped.WithLabelValues(r)
+	for _, r := range decision.Reasons {
+		m.skipped.WithLabelValues(r.String())
+		m.lifted.WithLabelValues(r.String())
 	}
 	for _, o := range []string{"add", "del", "list", "ensure"} {
 		m.errors.WithLabelValues(o)

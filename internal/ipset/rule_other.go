@@ -1,6 +1,8 @@
 //go:build !linux
 
-package ban
+package ipset
+
+import "github.com/sipwarden/sipwarden/internal/ban"
 
 // RuleOptions names the sets and ports of the DROP rules InstallRules
 // writes.
@@ -11,4 +13,4 @@ type RuleOptions struct {
 }
 
 // InstallRules needs Linux.
-func InstallRules(RuleOptions) (func() error, error) { return nil, ErrNotSupported }
+func InstallRules(RuleOptions) (func() error, error) { return nil, ban.ErrNotSupported }

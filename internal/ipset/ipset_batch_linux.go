@@ -1,4 +1,4 @@
-package ban
+package ipset
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
+
+	"github.com/sipwarden/sipwarden/internal/ban"
 )
 
 // Batched adds. The netlink library sends one message and waits for its ACK
@@ -25,7 +27,7 @@ import (
 // AddBatch adds every entry (refreshing existing ones) in one kernel round
 // trip. errs[i] receives the error of entries[i]; the returned error is for
 // the whole batch (nothing known to be written).
-func (s *IPSet) AddBatch(_ context.Context, entries []Entry, errs []error) error {
+func (s *Set) AddBatch(_ context.Context, entries []ban.Entry, errs []error) error {
 	if len(errs) < len(entries) {
 		return errors.New("ipset: AddBatch: errs shorter than entries")
 	}
@@ -90,7 +92,7 @@ func ipsetErrno(n int32) error {
 }
 
 // target resolves the set, address bytes and CIDR (0: none) for p.
-func (s *IPSet) target(p netip.Prefix) (set string, ip []byte, cidr uint8, err error) {
+func (s *Set) target(p netip.Prefix) (set string, ip []byte, cidr uint8, err error) {
 	set, e, err := s.entry(p)
 	if err != nil {
 		return "", nil, 0, err

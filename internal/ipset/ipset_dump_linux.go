@@ -1,4 +1,4 @@
-package ban
+package ipset
 
 import (
 	"encoding/binary"
@@ -8,6 +8,8 @@ import (
 
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
+
+	"github.com/sipwarden/sipwarden/internal/ban"
 )
 
 // Reading a set back. netlink.Handle.IpsetList does collect a multi-message
@@ -23,10 +25,10 @@ type setInfo struct {
 	family     uint8
 	hasTimeout bool
 	elements   uint32
-	entries    []Entry
+	entries    []ban.Entry
 }
 
-func (s *IPSet) dump(set string) (*setInfo, error) {
+func (s *Set) dump(set string) (*setInfo, error) {
 	s.bmu.Lock()
 	defer s.bmu.Unlock()
 	if s.bs == nil {
@@ -128,11 +130,11 @@ func (info *setInfo) parse(b []byte) {
 	})
 }
 
-func parseEntry(b []byte) (Entry, bool) {
+func parseEntry(b []byte) (ban.Entry, bool) {
 	var (
 		addr netip.Addr
 		cidr = -1
-		e    Entry
+		e    ban.Entry
 	)
 	attrs(b, func(typ uint16, v []byte) {
 		switch typ {

@@ -1,4 +1,4 @@
-package ban
+package jail
 
 import (
 	"encoding/json"
@@ -11,6 +11,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/sipwarden/sipwarden/internal/ban"
 	"github.com/sipwarden/sipwarden/internal/offense"
 )
 
@@ -174,10 +175,10 @@ func readState(path string) (*stateFile, error) {
 	}
 	var s stateFile
 	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("state %s: %w: %w", path, ErrBadState, err)
+		return nil, fmt.Errorf("state %s: %w: %w", path, ban.ErrBadState, err)
 	}
 	if s.Version != stateVersion {
-		return nil, fmt.Errorf("state %s: %w: version %d, want %d", path, ErrBadState, s.Version, stateVersion)
+		return nil, fmt.Errorf("state %s: %w: version %d, want %d", path, ban.ErrBadState, s.Version, stateVersion)
 	}
 	return &s, nil
 }
@@ -185,7 +186,7 @@ func readState(path string) (*stateFile, error) {
 func (j *Jail) loadState(path string) error {
 	s, err := readState(path)
 	if err != nil {
-		if errors.Is(err, ErrBadState) {
+		if errors.Is(err, ban.ErrBadState) {
 			aside := path + ".corrupt"
 			if rerr := os.Rename(path, aside); rerr == nil {
 				err = fmt.Errorf("%w (moved to %s)", err, aside)

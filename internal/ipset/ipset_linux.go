@@ -1,4 +1,4 @@
-package ban
+package ipset
 
 import (
 	"context"
@@ -14,15 +14,17 @@ import (
 	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/sipwarden/sipwarden/internal/ban"
 )
 
-// IPSet is the kernel backend: two ipsets written over netlink, never a
+// Set is the kernel backend: two ipsets written over netlink, never a
 // process. One persistent netlink.Handle (NETLINK_NETFILTER) does set
 // creation, single adds and deletes; one raw netlink socket next to it, in
 // the same namespace, carries batched adds and set dumps (see
 // ipset_batch_linux.go and ipset_dump_linux.go for why).
-type IPSet struct {
-	opt    IPSetOptions
+type Set struct {
+	opt    Options
 	mu     sync.Mutex // the handle's socket serialises anyway; this guards Close
 	h      *netlink.Handle
 	type6  string
@@ -35,16 +37,16 @@ type IPSet struct {
 }
 
 var (
-	_ Firewall   = (*IPSet)(nil)
-	_ Lister     = (*IPSet)(nil)
-	_ Ensurer    = (*IPSet)(nil)
-	_ BatchAdder = (*IPSet)(nil)
+	_ ban.Firewall   = (*Set)(nil)
+	_ ban.Lister     = (*Set)(nil)
+	_ ban.Ensurer    = (*Set)(nil)
+	_ ban.BatchAdder = (*Set)(nil)
 )
 
-// NewIPSet opens the netlink handle and creates the sets when missing. An
+// New opens the netlink handle and creates the sets when missing. An
 // existing set of another type or family is an error (destroy it, or
 // rename the set in the config).
-func NewIPSet(o IPSetOptions) (*IPSet, error) {
+func New(o Options) (*Set, error) {
 	if err := o.defaults(); err != nil {
 		return nil, err
 	}
@@ -64,7 +66,7 @@ func NewIPSet(o IPSetOptions) (*IPSet, error) {
 		h.Close()
 		return nil, fmt.Errorf("ipset: %w", err)
 	}
-	s := &IPSet{opt: o, h: h, type6: "hash:ip"}
+	s := &Set{opt: o, h: h, type6: "hash:ip"}
 	if o.V6Prefix > 0 {
 		s.type6 = "hash:net"
 	}
@@ -122,12 +124,12 @@ func isIpsetErr(err error, code int) bool {
 func wrapKernel(err error, format string, args ...any) error {
 	msg := fmt.Sprintf(format, args...)
 	if isIpsetErr(err, nl.IPSET_ERR_TYPE_SPECIFIC) { // hash full (IPSET_ERR_HASH_FULL)
-		return fmt.Errorf("%s: %w: %w", msg, ErrSetFull, err)
+		return fmt.Errorf("%s: %w: %w", msg, ban.ErrSetFull, err)
 	}
 	return fmt.Errorf("%s: %w", msg, permHint(err))
 }
 
-func (s *IPSet) handle() (*netlink.Handle, error) {
+func (s *Set) handle() (*netlink.Handle, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -137,7 +139,7 @@ func (s *IPSet) handle() (*netlink.Handle, error) {
 }
 
 // Ensure creates the sets that do not exist and reports how many it made.
-func (s *IPSet) Ensure(context.Context) (int, error) {
+func (s *Set) Ensure(context.Context) (int, error) {
 	h, err := s.handle()
 	if err != nil {
 		return 0, err
@@ -168,7 +170,7 @@ func (s *IPSet) Ensure(context.Context) (int, error) {
 	return created, nil
 }
 
-func (s *IPSet) checkTypes() error {
+func (s *Set) checkTypes() error {
 	for _, want := range []struct {
 		name, typ string
 		family    uint8
@@ -194,7 +196,7 @@ func (s *IPSet) checkTypes() error {
 	return nil
 }
 
-func (s *IPSet) entry(p netip.Prefix) (set string, e netlink.IPSetEntry, err error) {
+func (s *Set) entry(p netip.Prefix) (set string, e netlink.IPSetEntry, err error) {
 	if !p.IsValid() {
 		return "", e, fmt.Errorf("ipset: invalid prefix")
 	}
@@ -227,14 +229,14 @@ func timeoutSeconds(d time.Duration) uint32 {
 	if d <= 0 {
 		return 0
 	}
-	d = min(d, MaxKernelTimeout)
+	d = min(d, ban.MaxKernelTimeout)
 	sec := (d + time.Second - 1) / time.Second
 	return uint32(max(sec, 1))
 }
 
 // Add puts p into its set for d (0: no timeout), refreshing the timeout of
 // an existing entry (-exist).
-func (s *IPSet) Add(_ context.Context, p netip.Prefix, d time.Duration) error {
+func (s *Set) Add(_ context.Context, p netip.Prefix, d time.Duration) error {
 	set, e, err := s.entry(p)
 	if err != nil {
 		return err
@@ -253,7 +255,7 @@ func (s *IPSet) Add(_ context.Context, p netip.Prefix, d time.Duration) error {
 }
 
 // Del removes p from its set; an absent entry is not an error.
-func (s *IPSet) Del(_ context.Context, p netip.Prefix) error {
+func (s *Set) Del(_ context.Context, p netip.Prefix) error {
 	set, e, err := s.entry(p)
 	if err != nil {
 		return err
@@ -271,8 +273,8 @@ func (s *IPSet) Del(_ context.Context, p netip.Prefix) error {
 
 // List reads both sets back (see ipset_dump_linux.go: a dump of a big set
 // comes in many netlink messages, all read until NLMSG_DONE).
-func (s *IPSet) List(context.Context) ([]Entry, error) {
-	var out []Entry
+func (s *Set) List(context.Context) ([]ban.Entry, error) {
+	var out []ban.Entry
 	for _, set := range []string{s.opt.SetV4, s.opt.SetV6} {
 		info, err := s.dump(set)
 		if err != nil {
@@ -289,13 +291,13 @@ func (s *IPSet) List(context.Context) ([]Entry, error) {
 
 // Check is the readiness probe: the sets exist (one small create-if-absent
 // round trip per set; nothing is listed).
-func (s *IPSet) Check(ctx context.Context) error {
+func (s *Set) Check(ctx context.Context) error {
 	_, err := s.Ensure(ctx)
 	return err
 }
 
 // Flush empties both sets (tests and tools).
-func (s *IPSet) Flush() error {
+func (s *Set) Flush() error {
 	h, err := s.handle()
 	if err != nil {
 		return err
@@ -309,7 +311,7 @@ func (s *IPSet) Flush() error {
 }
 
 // Destroy removes both sets (they must not be referenced by a rule).
-func (s *IPSet) Destroy() error {
+func (s *Set) Destroy() error {
 	h, err := s.handle()
 	if err != nil {
 		return err
@@ -325,7 +327,7 @@ func (s *IPSet) Destroy() error {
 }
 
 // Close releases the netlink handle; the sets stay in the kernel.
-func (s *IPSet) Close() error {
+func (s *Set) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.closed {
@@ -341,10 +343,10 @@ func (s *IPSet) Close() error {
 	return nil
 }
 
-var _ SetNamer = (*IPSet)(nil)
+var _ ban.SetNamer = (*Set)(nil)
 
 // SetNames returns the IPv4 and IPv6 set names.
-func (s *IPSet) SetNames() (v4, v6 string) { return s.opt.SetV4, s.opt.SetV6 }
+func (s *Set) SetNames() (v4, v6 string) { return s.opt.SetV4, s.opt.SetV6 }
 
 // MaxElem returns each set's capacity.
-func (s *IPSet) MaxElem() int { return s.opt.MaxElem }
+func (s *Set) MaxElem() int { return s.opt.MaxElem }

@@ -1,4 +1,4 @@
-package ban
+package jail
 
 import (
 	"bytes"
@@ -17,6 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/sipwarden/sipwarden/internal/ban"
+	"github.com/sipwarden/sipwarden/internal/decision"
 	"github.com/sipwarden/sipwarden/internal/offense"
 )
 
@@ -36,7 +38,26 @@ func (c *clock) Set(t time.Time) {
 
 type allow map[netip.Addr]string
 
-func (a allow) Allowed(ip netip.Addr) (string, bool) { w, ok := a[ip]; return w, ok }
+// Registered: any "registered" address inside p.
+func (a allow) Registered(p netip.Prefix) bool {
+	for ip, w := range a {
+		if w == "registered" && p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// StaticOverlap: any other entry inside p is a static /32 or /128.
+func (a allow) StaticOverlap(p netip.Prefix) (netip.Prefix, bool) {
+	for ip, w := range a {
+		if w != "registered" && p.Contains(ip) {
+			return netip.PrefixFrom(ip, ip.BitLen()), true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
 func (a allow) Registrations(ip netip.Addr) int {
 	if a[ip] == "registered" {
 		return 3
@@ -46,7 +67,7 @@ func (a allow) Registrations(ip netip.Addr) int {
 
 type env struct {
 	j   *Jail
-	fw  *DryRun
+	fw  *ban.DryRun
 	clk *clock
 	reg *prometheus.Registry
 	log *bytes.Buffer
@@ -59,7 +80,7 @@ func newEnv(t *testing.T, o Options) *env {
 		o.Now = e.clk.Now
 	}
 	if o.Firewall == nil {
-		e.fw = NewDryRun(DryRunOptions{Now: o.Now})
+		e.fw = ban.NewDryRun(ban.DryRunOptions{Now: o.Now})
 		o.Firewall = e.fw
 	}
 	if o.HostAddrs == nil {
@@ -69,7 +90,7 @@ func newEnv(t *testing.T, o Options) *env {
 	}
 	o.Registerer = e.reg
 	o.Logger = slog.New(slog.NewTextHandler(&syncWriter{w: e.log}, nil))
-	j, err := NewJail(o)
+	j, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,19 +276,22 @@ func TestDecisionOrder(t *testing.T) {
 		netip.MustParseAddr("10.9.0.5"):     "registered", // also in never_ban: never_ban wins
 	}
 	tests := []struct {
-		ip, reason, state, why string
+		ip     string
+		reason decision.Reason
+		state  string
+		why    string
 	}{
-		{"127.0.0.1", reasonNeverBan, StateNeverBan, "loopback"},
-		{"::1", reasonNeverBan, StateNeverBan, "loopback"},
-		{"fe80::1", reasonNeverBan, StateNeverBan, "link-local"},
-		{"169.254.1.1", reasonNeverBan, StateNeverBan, "link-local"},
-		{"0.0.0.0", reasonNeverBan, StateNeverBan, "unspecified"},
-		{"239.1.1.1", reasonNeverBan, StateNeverBan, "multicast"},
-		{"192.0.2.1", reasonNeverBan, StateNeverBan, "own address"},
-		{"10.9.0.5", reasonNeverBan, StateNeverBan, "never_ban 10.9.0.0/16"},
-		{"203.0.113.11", reasonStatic, StateProtected, "static"},
-		{"203.0.113.10", reasonRegistered, StateProtected, "registered"},
-		{"203.0.113.12", "", StateBanned, ""},
+		{"127.0.0.1", decision.NeverBan, StateNeverBan, "loopback"},
+		{"::1", decision.NeverBan, StateNeverBan, "loopback"},
+		{"fe80::1", decision.NeverBan, StateNeverBan, "link-local"},
+		{"169.254.1.1", decision.NeverBan, StateNeverBan, "link-local"},
+		{"0.0.0.0", decision.NeverBan, StateNeverBan, "unspecified"},
+		{"239.1.1.1", decision.NeverBan, StateNeverBan, "multicast"},
+		{"192.0.2.1", decision.NeverBan, StateNeverBan, "own address"},
+		{"10.9.0.5", decision.NeverBan, StateNeverBan, "never_ban 10.9.0.0/16"},
+		{"203.0.113.11", decision.Static, StateProtected, "static 203.0.113.11/32"},
+		{"203.0.113.10", decision.Registered, StateProtected, "registered"},
+		{"203.0.113.12", decision.Ban, StateBanned, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.ip, func(t *testing.T) {
@@ -279,16 +303,16 @@ func TestDecisionOrder(t *testing.T) {
 			if o.State != tc.state || o.Why != tc.why {
 				t.Fatalf("state %q why %q, want %q %q", o.State, o.Why, tc.state, tc.why)
 			}
-			for _, r := range []string{reasonNeverBan, reasonStatic, reasonRegistered} {
+			for _, r := range decision.Reasons {
 				want := 0.0
 				if r == tc.reason {
 					want = 1 // logged and counted once per findtime, not per offense
 				}
-				if got := testutil.ToFloat64(e.j.m.skipped.WithLabelValues(r)); got != want {
+				if got := testutil.ToFloat64(e.j.m.skipped.WithLabelValues(r.String())); got != want {
 					t.Errorf("skipped{%s} = %v, want %v", r, got, want)
 				}
 			}
-			if tc.reason == reasonRegistered {
+			if tc.reason == decision.Registered {
 				if !strings.Contains(e.log.String(), "office 203.0.113.10 protected: 5 auth_failure for 1003 while 3 registrations live") {
 					t.Errorf("log: %s", e.log)
 				}
@@ -296,18 +320,18 @@ func TestDecisionOrder(t *testing.T) {
 					t.Errorf("logged %d times", n)
 				}
 			}
-			if tc.state != StateBanned && len(e.fw.m) != 0 {
+			if tc.state != StateBanned && e.fw.Len() != 0 {
 				t.Fatal("backend written")
 			}
 			// manual bans go through the same checks
 			err := e.j.Ban(context.Background(), netip.MustParseAddr(tc.ip), time.Hour, "test")
 			switch tc.reason {
-			case reasonNeverBan:
-				if !errors.Is(err, ErrNeverBan) {
+			case decision.NeverBan:
+				if !errors.Is(err, ban.ErrNeverBan) {
 					t.Fatalf("manual ban: %v", err)
 				}
-			case reasonStatic, reasonRegistered:
-				if !errors.Is(err, ErrWhitelisted) {
+			case decision.Static, decision.Registered:
+				if !errors.Is(err, ban.ErrWhitelisted) {
 					t.Fatalf("manual ban: %v", err)
 				}
 			default:
@@ -339,7 +363,7 @@ func TestProtectedThenRegistrationGone(t *testing.T) {
 		e.clk.Set(t0.Add(time.Duration(i) * time.Minute))
 		e.offend("203.0.113.20", offense.AuthFailure, time.Duration(i)*time.Minute)
 	}
-	if got := testutil.ToFloat64(e.j.m.skipped.WithLabelValues(reasonRegistered)); got != 3+1 {
+	if got := testutil.ToFloat64(e.j.m.skipped.WithLabelValues(decision.Registered.String())); got != 3+1 {
 		t.Fatalf("skips = %v (once per findtime)", got)
 	}
 }
@@ -476,12 +500,12 @@ func TestV6(t *testing.T) {
 	if err := p.j.Unban(context.Background(), netip.MustParseAddr("2001:db8:1::77")); err != nil {
 		t.Fatal(err)
 	}
-	// a prefix holding one of our own addresses is never banned
+	// a prefix holding one of our own addresses is narrowed to the offender
 	for range 5 {
 		p.offend("2001:db8:ffff::99", offense.AuthFailure, 0)
 	}
-	if o := p.state("2001:db8:ffff::/64"); o.State != StateNeverBan {
-		t.Fatalf("own prefix: %+v", o)
+	if !p.banned("2001:db8:ffff::99") || p.banned("2001:db8:ffff::/64") || p.fw.Contains(netip.MustParsePrefix("2001:db8:ffff::/64")) {
+		t.Fatalf("own prefix not narrowed: %+v", p.j.Bans())
 	}
 }
 
@@ -489,7 +513,7 @@ func TestManualBanUnban(t *testing.T) {
 	e := newEnv(t, Options{})
 	ctx := context.Background()
 	ip := netip.MustParseAddr("203.0.113.40")
-	if err := e.j.Unban(ctx, ip); !errors.Is(err, ErrNotBanned) {
+	if err := e.j.Unban(ctx, ip); !errors.Is(err, ban.ErrNotBanned) {
 		t.Fatalf("unban: %v", err)
 	}
 	if err := e.j.Ban(ctx, ip, 0, "by hand"); err != nil {
@@ -509,12 +533,12 @@ func TestManualBanUnban(t *testing.T) {
 		t.Fatal("still banned")
 	}
 	// failure writing leaves no ban behind
-	full := newEnv(t, Options{Firewall: NewDryRun(DryRunOptions{MaxElem: 1})})
+	full := newEnv(t, Options{Firewall: ban.NewDryRun(ban.DryRunOptions{MaxElem: 1})})
 	if err := full.j.Ban(ctx, netip.MustParseAddr("203.0.113.1"), time.Hour, ""); err != nil {
 		t.Fatal(err)
 	}
 	err := full.j.Ban(ctx, netip.MustParseAddr("203.0.113.2"), time.Hour, "")
-	if !errors.Is(err, ErrSetFull) || len(full.j.Bans()) != 1 {
+	if !errors.Is(err, ban.ErrSetFull) || len(full.j.Bans()) != 1 {
 		t.Fatalf("full: %v %+v", err, full.j.Bans())
 	}
 	if testutil.ToFloat64(full.j.m.errors.WithLabelValues("add")) != 1 {
@@ -530,7 +554,7 @@ func TestPolicyValidation(t *testing.T) {
 		"negative weight":   {Weights: map[offense.Rule]float64{offense.Flood: -1}},
 		"v6 prefix":         {V6Prefix: 129},
 	} {
-		if _, err := NewJail(p); err == nil {
+		if _, err := New(p); err == nil {
 			t.Errorf("%s: no error", name)
 		}
 	}
@@ -587,9 +611,9 @@ func TestQueueFullDropsAndResyncRepairs(t *testing.T) {
 	}
 }
 
-// fw wraps DryRun to signal each Add.
+// fw wraps ban.DryRun to signal each Add.
 type signalFW struct {
-	*DryRun
+	*ban.DryRun
 	added chan netip.Prefix
 }
 
@@ -600,7 +624,7 @@ func (s *signalFW) Add(ctx context.Context, p netip.Prefix, d time.Duration) err
 }
 
 func TestRunWritesFromOneGoroutine(t *testing.T) {
-	fw := &signalFW{DryRun: NewDryRun(DryRunOptions{}), added: make(chan netip.Prefix, 16)}
+	fw := &signalFW{DryRun: ban.NewDryRun(ban.DryRunOptions{}), added: make(chan netip.Prefix, 16)}
 	e := newEnv(t, Options{Firewall: fw, Now: time.Now})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
@@ -727,9 +751,9 @@ func TestCorruptState(t *testing.T) {
 			if err := os.WriteFile(path, content, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			j, err := NewJail(Options{StateFile: path, Firewall: NewDryRun(DryRunOptions{})})
-			if !errors.Is(err, ErrBadState) || j == nil {
-				t.Fatalf("NewJail: %v, jail %v", err, j != nil)
+			j, err := New(Options{StateFile: path, Firewall: ban.NewDryRun(ban.DryRunOptions{})})
+			if !errors.Is(err, ban.ErrBadState) || j == nil {
+				t.Fatalf("New: %v, jail %v", err, j != nil)
 			}
 			if _, err := os.Stat(path + ".corrupt"); err != nil {
 				t.Fatalf("not moved aside: %v", err)
@@ -747,7 +771,7 @@ func TestCorruptState(t *testing.T) {
 func TestRestartRecoveryFromBackend(t *testing.T) {
 	ctx := context.Background()
 	clk := &clock{t: t0}
-	fw := NewDryRun(DryRunOptions{Now: clk.Now})
+	fw := ban.NewDryRun(ban.DryRunOptions{Now: clk.Now})
 	// a previous run banned two addresses, state file lost
 	fw.Add(ctx, netip.MustParsePrefix("203.0.113.100/32"), 30*time.Minute)
 	fw.Add(ctx, netip.MustParsePrefix("2001:db8::100/128"), 0)
@@ -808,14 +832,14 @@ func TestConcurrentOffend(t *testing.T) {
 	}
 }
 
-// batchFW is a DryRun that also takes batches, recording their sizes.
+// batchFW is a ban.DryRun that also takes batches, recording their sizes.
 type batchFW struct {
-	*DryRun
+	*ban.DryRun
 	mu      sync.Mutex
 	batches []int
 }
 
-func (b *batchFW) AddBatch(ctx context.Context, es []Entry, errs []error) error {
+func (b *batchFW) AddBatch(ctx context.Context, es []ban.Entry, errs []error) error {
 	b.mu.Lock()
 	b.batches = append(b.batches, len(es))
 	b.mu.Unlock()
@@ -826,7 +850,7 @@ func (b *batchFW) AddBatch(ctx context.Context, es []Entry, errs []error) error 
 }
 
 func TestWriterBatches(t *testing.T) {
-	fw := &batchFW{DryRun: NewDryRun(DryRunOptions{MaxElem: 900})}
+	fw := &batchFW{DryRun: ban.NewDryRun(ban.DryRunOptions{MaxElem: 900})}
 	e := newEnv(t, Options{Firewall: fw, Now: time.Now, QueueSize: 2000})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
@@ -886,7 +910,7 @@ func FuzzReadState(f *testing.F) {
 		if err := os.WriteFile(path, b, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		j, err := NewJail(Options{StateFile: path, SkipHostAddrs: true})
+		j, err := New(Options{StateFile: path, SkipHostAddrs: true})
 		if j == nil {
 			t.Fatalf("no jail: %v", err)
 		}
@@ -916,7 +940,7 @@ func TestResyncLiftsBansOnRegisteredAddresses(t *testing.T) {
 	if st := e.state("203.0.113.10"); st.State != StateProtected || st.Why != "registered" {
 		t.Fatalf("state %+v", st)
 	}
-	if got := testutil.ToFloat64(e.j.m.lifted.WithLabelValues(reasonRegistered)); got != 1 {
+	if got := testutil.ToFloat64(e.j.m.lifted.WithLabelValues(decision.Registered.String())); got != 1 {
 		t.Fatalf("bans_lifted_total = %v", got)
 	}
 	if !strings.Contains(e.log.String(), "ban on 203.0.113.10 lifted: registered") {
@@ -939,8 +963,8 @@ func TestFutureOffenseTimeClamped(t *testing.T) {
 // forged source can produce) need twice the evidence of verified failures.
 func TestUnverifiedFactor(t *testing.T) {
 	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
-	fw := NewDryRun(DryRunOptions{})
-	j, err := NewJail(Options{Firewall: fw, UnverifiedFactor: 0.5, Now: func() time.Time { return now },
+	fw := ban.NewDryRun(ban.DryRunOptions{})
+	j, err := New(Options{Firewall: fw, UnverifiedFactor: 0.5, Now: func() time.Time { return now },
 		HostAddrs: func() ([]netip.Addr, error) { return nil, nil }})
 	if err != nil {
 		t.Fatal(err)
@@ -961,7 +985,7 @@ func TestUnverifiedFactor(t *testing.T) {
 	if o := state[real]; o.Bans != 1 {
 		t.Errorf("verified: %+v, want banned", o)
 	}
-	if _, err := NewJail(Options{UnverifiedFactor: 2}); err == nil {
+	if _, err := New(Options{UnverifiedFactor: 2}); err == nil {
 		t.Error("factor 2 accepted")
 	}
 }
@@ -970,7 +994,7 @@ func TestUnverifiedFactor(t *testing.T) {
 // must evict its own entries, not the attacker's verified evidence.
 func TestEvictionKeepsVerifiedEvidence(t *testing.T) {
 	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
-	j, err := NewJail(Options{MaxOffenders: 64, UnverifiedFactor: 0.5, Now: func() time.Time { return now },
+	j, err := New(Options{MaxOffenders: 64, UnverifiedFactor: 0.5, Now: func() time.Time { return now },
 		HostAddrs: func() ([]netip.Addr, error) { return nil, nil }})
 	if err != nil {
 		t.Fatal(err)
@@ -1001,7 +1025,7 @@ func TestStateBadBanRecordSkipped(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.json")
 	os.WriteFile(path, []byte(`{"version":1,"offenders":[{"ip":"198.51.100.24","cur":-5,"ban":{"prefix":"nonsense","rule":"x"}},`+
 		`{"ip":"198.51.100.25","ban":{"prefix":"203.0.113.0/24","rule":"x"}}]}`), 0o600)
-	j, err := NewJail(Options{StateFile: path, HostAddrs: func() ([]netip.Addr, error) { return nil, nil }})
+	j, err := New(Options{StateFile: path, HostAddrs: func() ([]netip.Addr, error) { return nil, nil }})
 	if j == nil {
 		t.Fatalf("no jail: %v", err)
 	}

@@ -1,4 +1,4 @@
-package ban
+package jail
 
 import (
 	"context"
@@ -7,6 +7,9 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/sipwarden/sipwarden/internal/ban"
+	"github.com/sipwarden/sipwarden/internal/decision"
 )
 
 // Run owns the writer goroutine (every kernel write, the start-up read-back
@@ -96,7 +99,7 @@ const writerBatch = 256
 // drain handles first and, when the backend takes batches, whatever else is
 // already queued, in order: runs of automatic adds go as one batch.
 func (j *Jail) drain(ctx context.Context, first op) {
-	ba, _ := j.fw.(BatchAdder)
+	ba, _ := j.fw.(ban.BatchAdder)
 	if ba == nil {
 		j.reply(first, j.apply(ctx, first))
 		return
@@ -135,7 +138,7 @@ func (j *Jail) reply(o op, err error) {
 	}
 }
 
-func (j *Jail) applyBatch(ctx context.Context, ba BatchAdder, ops []op) {
+func (j *Jail) applyBatch(ctx context.Context, ba ban.BatchAdder, ops []op) {
 	j.writeMu.Lock()
 	defer j.writeMu.Unlock()
 	now := j.now()
@@ -149,7 +152,7 @@ func (j *Jail) applyBatch(ctx context.Context, ba BatchAdder, ops []op) {
 			}
 			d = max(d, time.Second)
 		}
-		entries = append(entries, Entry{Prefix: o.prefix, Timeout: d})
+		entries = append(entries, ban.Entry{Prefix: o.prefix, Timeout: d})
 		idx = append(idx, i)
 	}
 	if cap(j.errbuf) < len(entries) {
@@ -167,7 +170,7 @@ func (j *Jail) applyBatch(ctx context.Context, ba BatchAdder, ops []op) {
 		if e != nil {
 			j.m.errors.WithLabelValues("add").Inc()
 			j.logErr("add", "ban not written to the backend", e, "ip", entries[n].Prefix.String())
-			if firstErr == nil && !errors.Is(e, ErrSetFull) {
+			if firstErr == nil && !errors.Is(e, ban.ErrSetFull) {
 				firstErr = e
 			}
 			continue
@@ -196,7 +199,7 @@ func (j *Jail) apply(ctx context.Context, o op) error {
 		if err := j.fw.Add(ctx, o.prefix, d); err != nil {
 			j.m.errors.WithLabelValues("add").Inc()
 			j.logErr("add", "ban not written to the backend", err, "ip", o.prefix.String())
-			if !errors.Is(err, ErrSetFull) {
+			if !errors.Is(err, ban.ErrSetFull) {
 				j.setHealth(err)
 			}
 			return err
@@ -224,7 +227,7 @@ func (j *Jail) Resync(ctx context.Context) error {
 
 func (j *Jail) resyncLocked(ctx context.Context, initial bool) error {
 	j.refreshHostAddrs()
-	if e, ok := j.fw.(Ensurer); ok {
+	if e, ok := j.fw.(ban.Ensurer); ok {
 		n, err := e.Ensure(ctx)
 		if err != nil {
 			j.m.errors.WithLabelValues("ensure").Inc()
@@ -238,7 +241,7 @@ func (j *Jail) resyncLocked(ctx context.Context, initial bool) error {
 		}
 	}
 	j.liftProtected(ctx)
-	l, ok := j.fw.(Lister)
+	l, ok := j.fw.(ban.Lister)
 	if !ok {
 		j.setHealth(nil)
 		return nil
@@ -311,7 +314,7 @@ func (j *Jail) resyncLocked(ctx context.Context, initial bool) error {
 		}
 		if err := j.fw.Add(ctx, m.p, d); err != nil {
 			j.m.errors.WithLabelValues("add").Inc()
-			if firstErr == nil && !errors.Is(err, ErrSetFull) {
+			if firstErr == nil && !errors.Is(err, ban.ErrSetFull) {
 				firstErr = err
 			}
 			j.logErr("add", "ban not written back to the backend", err, "ip", m.p.String())
@@ -334,11 +337,11 @@ func (j *Jail) resyncLocked(ctx context.Context, initial bool) error {
 // before its registration was known, must not keep it locked out.
 func (j *Jail) liftProtected(ctx context.Context) {
 	type lift struct {
-		p           netip.Prefix
-		reason, why string
+		p      netip.Prefix
+		reason decision.Reason
+		why    string
 	}
 	var lifts []lift
-	pol := j.policy.Load()
 	now := j.now().UnixNano()
 	j.mu.Lock()
 	for k, of := range j.active {
@@ -346,14 +349,15 @@ func (j *Jail) liftProtected(ctx context.Context) {
 		if b == nil {
 			continue
 		}
-		reason, why := j.decide(b.prefix.Addr(), b.prefix, pol)
-		if reason == "" {
+		v := j.decide(netip.Addr{}, b.prefix)
+		if v.Reason == decision.Ban {
 			continue
 		}
+		reason, why := v.Reason, v.Why
 		of.ban = nil
 		delete(j.active, k)
 		of.state, of.why, of.skipAt = stProtected, why, now
-		if reason == reasonNeverBan {
+		if reason == decision.NeverBan {
 			of.state = stNeverBan
 		}
 		lifts = append(lifts, lift{b.prefix, reason, why})
@@ -361,7 +365,7 @@ func (j *Jail) liftProtected(ctx context.Context) {
 	j.mu.Unlock()
 	for _, l := range lifts {
 		j.dirty.Store(true)
-		j.m.lifted.WithLabelValues(l.reason).Inc()
+		j.m.lifted.WithLabelValues(l.reason.String()).Inc()
 		if err := j.fw.Del(ctx, l.p); err != nil {
 			j.m.errors.WithLabelValues("del").Inc()
 			j.logErr("del", "lifting a ban failed", err, "ip", l.p.String())
@@ -401,16 +405,8 @@ func (j *Jail) Sweep() {
 	}
 }
 
-// SetNamer is implemented by backends with named kernel sets of a fixed
-// capacity, so that their fill level can be watched (a full set is an
-// outage of the ban path).
-type SetNamer interface {
-	SetNames() (v4, v6 string)
-	MaxElem() int
-}
-
-func (j *Jail) setGauges(entries []Entry) {
-	sn, ok := j.fw.(SetNamer)
+func (j *Jail) setGauges(entries []ban.Entry) {
+	sn, ok := j.fw.(ban.SetNamer)
 	if !ok {
 		return
 	}

@@ -1,4 +1,4 @@
-package ban
+package jail
 
 import (
 	"testing"

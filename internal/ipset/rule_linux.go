@@ -1,4 +1,4 @@
-package ban
+package ipset
 
 import (
 	"errors"

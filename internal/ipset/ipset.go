@@ -1,12 +1,27 @@
-package ban
+// Package ipset is the kernel ban backend: two ipsets (IPv4 hash:ip, IPv6
+// hash:ip or hash:net) written over netlink, plus the iptables DROP rules
+// that match them (InstallRules, run once at start and stop).
+//
+// It decides nothing: it adds, deletes and lists what the jail asks. The
+// ban path must never run a process, so every set operation goes through
+// one persistent netlink handle.
+package ipset
 
 import (
 	"fmt"
 	"time"
 )
 
-// IPSetOptions configures the ipset backend.
-type IPSetOptions struct {
+// Defaults of Options.
+const (
+	DefaultSetV4   = "sipwarden4"
+	DefaultSetV6   = "sipwarden6"
+	DefaultMaxElem = 65536
+	DefaultTimeout = 5 * time.Second
+)
+
+// Options configures the ipset backend.
+type Options struct {
 	SetV4   string // IPv4 set, hash:ip family inet (sipwarden4)
 	SetV6   string // IPv6 set, family inet6: hash:ip, or hash:net when V6Prefix > 0 (sipwarden6)
 	MaxElem int    // per set (65536)
@@ -20,11 +35,11 @@ type IPSetOptions struct {
 	Timeout time.Duration
 }
 
-func (o *IPSetOptions) defaults() error {
-	setDefault(&o.SetV4, "sipwarden4")
-	setDefault(&o.SetV6, "sipwarden6")
-	setDefault(&o.MaxElem, 65536)
-	setDefault(&o.Timeout, 5*time.Second)
+func (o *Options) defaults() error {
+	setDefault(&o.SetV4, DefaultSetV4)
+	setDefault(&o.SetV6, DefaultSetV6)
+	setDefault(&o.MaxElem, DefaultMaxElem)
+	setDefault(&o.Timeout, DefaultTimeout)
 	if o.V6Prefix == 128 {
 		o.V6Prefix = 0
 	}
@@ -39,4 +54,11 @@ func (o *IPSetOptions) defaults() error {
 		return fmt.Errorf("ipset: set_v4 and set_v6 must differ")
 	}
 	return nil
+}
+
+func setDefault[T comparable](p *T, v T) {
+	var zero T
+	if *p == zero {
+		*p = v
+	}
 }

@@ -1,4 +1,4 @@
-package ban
+package ipset
 
 import (
 	"bytes"
@@ -14,18 +14,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
-
-	"github.com/sipwarden/sipwarden/internal/offense"
+	"github.com/sipwarden/sipwarden/internal/ban"
 )
 
-func newTestIPSet(t testing.TB, ns *testNS, o IPSetOptions) *IPSet {
+func newTestIPSet(t testing.TB, ns *testNS, o Options) *Set {
 	t.Helper()
 	o.NetNS = int(ns.H)
 	if o.SetV4 == "" {
 		o.SetV4, o.SetV6 = "swt4", "swt6"
 	}
-	s, err := NewIPSet(o)
+	s, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +57,7 @@ func near(got, want, slack int) bool { return got <= want && got >= want-slack }
 
 func TestIpsetKernel(t *testing.T) {
 	ns := newNS(t, "k")
-	s := newTestIPSet(t, ns, IPSetOptions{MaxElem: 1000})
+	s := newTestIPSet(t, ns, Options{MaxElem: 1000})
 	ctx := context.Background()
 
 	hdr := ns.exec(t, "ipset", "list", "-t")
@@ -117,20 +115,20 @@ func TestIpsetKernel(t *testing.T) {
 		t.Fatal("prefix accepted by hash:ip")
 	}
 	// a second backend on the existing sets (a restart) works and sees the entry
-	s2 := newTestIPSet(t, ns, IPSetOptions{MaxElem: 1000})
+	s2 := newTestIPSet(t, ns, Options{MaxElem: 1000})
 	if l, err := s2.List(ctx); err != nil || len(l) != 1 || l[0].Prefix != v6 {
 		t.Fatalf("after restart: %+v %v", l, err)
 	}
 	// an existing set of another type is refused
 	ns.exec(t, "ipset", "create", "other4", "hash:net", "timeout", "0")
-	if _, err := NewIPSet(IPSetOptions{NetNS: int(ns.H), SetV4: "other4", SetV6: "other6"}); err == nil || !strings.Contains(err.Error(), "exists as hash:net") {
+	if _, err := New(Options{NetNS: int(ns.H), SetV4: "other4", SetV6: "other6"}); err == nil || !strings.Contains(err.Error(), "exists as hash:net") {
 		t.Fatalf("type mismatch: %v", err)
 	}
 }
 
 func TestIpsetV6Prefix(t *testing.T) {
 	ns := newNS(t, "p")
-	s := newTestIPSet(t, ns, IPSetOptions{V6Prefix: 64})
+	s := newTestIPSet(t, ns, Options{V6Prefix: 64})
 	ctx := context.Background()
 	if !strings.Contains(ns.exec(t, "ipset", "list", "swt6", "-t"), "Type: hash:net") {
 		t.Fatal("not hash:net")
@@ -154,7 +152,7 @@ func TestIpsetV6Prefix(t *testing.T) {
 
 func TestIpsetFullIsAnError(t *testing.T) {
 	ns := newNS(t, "f")
-	s := newTestIPSet(t, ns, IPSetOptions{MaxElem: 4})
+	s := newTestIPSet(t, ns, Options{MaxElem: 4})
 	ctx := context.Background()
 	var err error
 	for i := range 10 {
@@ -162,31 +160,14 @@ func TestIpsetFullIsAnError(t *testing.T) {
 			break
 		}
 	}
-	if !errors.Is(err, ErrSetFull) {
+	if !errors.Is(err, ban.ErrSetFull) {
 		t.Fatalf("full set: %v", err)
-	}
-	// through the jail: counted, reported, no crash; readiness is not lost for a full set
-	e := newEnv(t, Options{Firewall: s, Now: time.Now})
-	ctxRun, cancel := context.WithCancel(ctx)
-	done := make(chan error)
-	go func() { done <- e.j.Run(ctxRun) }()
-	e.j.Offend(offense.Offense{IP: netip.MustParseAddr("198.51.100.1"), Rule: offense.ScannerUserAgent, Time: time.Now()})
-	if err := e.j.Ban(ctx, netip.MustParseAddr("198.51.100.2"), time.Hour, ""); !errors.Is(err, ErrSetFull) {
-		t.Fatalf("manual ban on a full set: %v", err)
-	}
-	cancel()
-	<-done
-	if got := testutil.ToFloat64(e.j.m.errors.WithLabelValues("add")); got < 2 {
-		t.Fatalf("ban_errors_total{op=add} = %v", got)
-	}
-	if _, ok := e.j.Ready(); !ok {
-		t.Fatal("a full set must not make the backend unready")
 	}
 }
 
 func TestIpsetListMultiMessage(t *testing.T) {
 	ns := newNS(t, "m")
-	s := newTestIPSet(t, ns, IPSetOptions{MaxElem: 100000})
+	s := newTestIPSet(t, ns, Options{MaxElem: 100000})
 	ctx := context.Background()
 	const n = 40000 // far more than one netlink message (~64 KiB) holds
 	for i := range n {
@@ -215,103 +196,19 @@ func TestIpsetListMultiMessage(t *testing.T) {
 	}
 }
 
-func TestIpsetJailRestartAndResync(t *testing.T) {
-	ns := newNS(t, "r")
-	ctx := context.Background()
-	state := t.TempDir() + "/state.json"
-	s := newTestIPSet(t, ns, IPSetOptions{})
-
-	// first run: two bans, one manual
-	e := newEnv(t, Options{Firewall: s, Now: time.Now, StateFile: state})
-	run := func(j *Jail) (stop func()) {
-		c, cancel := context.WithCancel(ctx)
-		done := make(chan error)
-		go func() { done <- j.Run(c) }()
-		return func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	stop := run(e.j)
-	for range 5 {
-		e.j.Offend(offense.Offense{IP: netip.MustParseAddr("203.0.113.1"), Rule: offense.AuthFailure, Time: time.Now()})
-	}
-	if err := e.j.Ban(ctx, netip.MustParseAddr("2001:db8::2"), 2*time.Hour, "by hand"); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.j.Resync(ctx); err != nil { // the queued write happens on the writer; Ban waited, Resync too
-		t.Fatal(err)
-	}
-	stop()
-	if m := kernelTimeouts(t, ns, "swt4"); !near(m["203.0.113.1"], 3600, 5) {
-		t.Fatalf("kernel %v", m)
-	}
-
-	// restart with the state file lost; an admin also added one by hand
-	ns.exec(t, "ipset", "add", "swt4", "198.51.100.9", "timeout", "600")
-	s2 := newTestIPSet(t, ns, IPSetOptions{})
-	e2 := newEnv(t, Options{Firewall: s2, Now: time.Now})
-	stop = run(e2.j)
-	defer stop()
-	if err := e2.j.Resync(ctx); err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]Ban{}
-	for _, b := range e2.j.Bans() {
-		got[b.IP.String()] = b
-	}
-	if len(got) != 3 || got["198.51.100.9"].Rule != "kernel" || time.Until(got["2001:db8::2"].ExpiresAt) < 2*time.Hour-10*time.Second {
-		t.Fatalf("read back %+v", got)
-	}
-
-	// an admin flushes, then destroys the sets: the resync repairs both
-	ns.exec(t, "ipset", "flush", "swt4")
-	if err := e2.j.Resync(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if m := kernelTimeouts(t, ns, "swt4"); len(m) != 2 {
-		t.Fatalf("after flush+resync %v", m)
-	}
-	ns.exec(t, "ipset", "destroy")
-	if err := e2.j.Resync(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if m := kernelTimeouts(t, ns, "swt4"); len(m) != 2 || !near(m["203.0.113.1"], 3600, 10) {
-		t.Fatalf("after destroy+resync %v", m)
-	}
-	if m := kernelTimeouts(t, ns, "swt6"); !near(m["2001:db8::2"], 7200, 10) {
-		t.Fatalf("v6 after destroy+resync %v", m)
-	}
-	if got := testutil.ToFloat64(e2.j.m.recreated); got != 2 {
-		t.Fatalf("set_recreated = %v", got)
-	}
-	if _, ok := e2.j.Ready(); !ok {
-		t.Fatal("not ready")
-	}
-	// unban reaches the kernel
-	if err := e2.j.Unban(ctx, netip.MustParseAddr("203.0.113.1")); err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := kernelTimeouts(t, ns, "swt4")["203.0.113.1"]; ok {
-		t.Fatal("still in the kernel")
-	}
-}
-
 func TestIpsetAddBatch(t *testing.T) {
 	ns := newNS(t, "ba")
-	s := newTestIPSet(t, ns, IPSetOptions{MaxElem: 600, V6Prefix: 64})
+	s := newTestIPSet(t, ns, Options{MaxElem: 600, V6Prefix: 64})
 	ctx := context.Background()
-	var es []Entry
+	var es []ban.Entry
 	for i := range 500 {
-		es = append(es, Entry{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}), 32), Timeout: time.Duration(i+1) * time.Minute})
+		es = append(es, ban.Entry{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}), 32), Timeout: time.Duration(i+1) * time.Minute})
 	}
 	es = append(es,
-		Entry{Prefix: netip.MustParsePrefix("2001:db8:5::/64"), Timeout: time.Hour},
-		Entry{Prefix: netip.MustParsePrefix("2001:db8:6::1/128"), Timeout: 0},
-		Entry{Prefix: netip.MustParsePrefix("198.18.0.0/16")},                          // refused before the kernel
-		Entry{Prefix: netip.MustParsePrefix("198.18.0.1/32"), Timeout: 10 * time.Hour}, // refresh within the batch
+		ban.Entry{Prefix: netip.MustParsePrefix("2001:db8:5::/64"), Timeout: time.Hour},
+		ban.Entry{Prefix: netip.MustParsePrefix("2001:db8:6::1/128"), Timeout: 0},
+		ban.Entry{Prefix: netip.MustParsePrefix("198.18.0.0/16")},                          // refused before the kernel
+		ban.Entry{Prefix: netip.MustParsePrefix("198.18.0.1/32"), Timeout: 10 * time.Hour}, // refresh within the batch
 	)
 	errs := make([]error, len(es))
 	if err := s.AddBatch(ctx, es, errs); err != nil {
@@ -335,7 +232,7 @@ func TestIpsetAddBatch(t *testing.T) {
 	// past maxelem: the entries that do not fit fail one by one, the batch goes on
 	es = es[:0]
 	for i := range 200 {
-		es = append(es, Entry{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, 0, byte(i)}), 32), Timeout: time.Hour})
+		es = append(es, ban.Entry{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, 0, byte(i)}), 32), Timeout: time.Hour})
 	}
 	errs = make([]error, len(es))
 	if err := s.AddBatch(ctx, es, errs); err != nil {
@@ -343,7 +240,7 @@ func TestIpsetAddBatch(t *testing.T) {
 	}
 	full := 0
 	for _, err := range errs {
-		if errors.Is(err, ErrSetFull) {
+		if errors.Is(err, ban.ErrSetFull) {
 			full++
 		} else if err != nil {
 			t.Fatal(err)
@@ -366,7 +263,7 @@ func TestIpsetSetsFromIpsetTool(t *testing.T) {
 	var logged bytes.Buffer
 	log.SetOutput(&logged) // the netlink library prints unknown attributes here
 	defer log.SetOutput(os.Stderr)
-	s := newTestIPSet(t, ns, IPSetOptions{SetV4: "sw4", SetV6: "sw6", V6Prefix: 64})
+	s := newTestIPSet(t, ns, Options{SetV4: "sw4", SetV6: "sw6", V6Prefix: 64})
 	l, err := s.List(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -379,7 +276,7 @@ func TestIpsetSetsFromIpsetTool(t *testing.T) {
 		t.Fatalf("stray log lines: %s", logged.String())
 	}
 	// exact IPv6 bans (no v6_prefix) also use the hash:net set made at boot
-	exact := newTestIPSet(t, ns, IPSetOptions{SetV4: "sw4", SetV6: "sw6"})
+	exact := newTestIPSet(t, ns, Options{SetV4: "sw4", SetV6: "sw6"})
 	if err := exact.Add(context.Background(), netip.MustParsePrefix("2001:db8:78::1/128"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
@@ -388,7 +285,7 @@ func TestIpsetSetsFromIpsetTool(t *testing.T) {
 	}
 	// a hash:ip IPv6 set where prefixes are configured is refused with a reason
 	ns.exec(t, "ipset", "create", "ip6", "hash:ip", "family", "inet6", "timeout", "0")
-	if _, err := NewIPSet(IPSetOptions{NetNS: int(ns.H), SetV4: "sw4", SetV6: "ip6", V6Prefix: 64}); err == nil || !strings.Contains(err.Error(), "want hash:net") {
+	if _, err := New(Options{NetNS: int(ns.H), SetV4: "sw4", SetV6: "ip6", V6Prefix: 64}); err == nil || !strings.Contains(err.Error(), "want hash:net") {
 		t.Fatalf("v6 type mismatch: %v", err)
 	}
 }

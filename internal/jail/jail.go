@@ -1,4 +1,11 @@
-package ban
+// Package jail scores offenses per address, escalates ban durations, keeps
+// the state file and writes bans through a ban.Firewall from one writer
+// goroutine, so that Offend never waits on the kernel.
+//
+// It must not find offenses (sources do that), must not learn registrations
+// (the whitelist does) and asks internal/decision, never its own copy of
+// the checks, whether an address may be banned.
+package jail
 
 import (
 	"context"
@@ -14,8 +21,17 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sipwarden/sipwarden/internal/ban"
+	"github.com/sipwarden/sipwarden/internal/decision"
 	"github.com/sipwarden/sipwarden/internal/offense"
 )
+
+// registrationCounter is an optional Allowlist extension used only to say
+// more in the "protected" log line: how many live registrations an address
+// has.
+type registrationCounter interface {
+	Registrations(netip.Addr) int
+}
 
 // Options configures a Jail. Zero values take the documented defaults.
 type Options struct {
@@ -38,8 +54,8 @@ type Options struct {
 	// that length (the backend must hold prefixes: ipset V6Prefix too);
 	// 0 bans the exact address.
 	V6Prefix  int
-	Allowlist Allowlist // nil: nothing allowlisted
-	Firewall  Firewall  // nil: NewDryRun()
+	Allowlist decision.Allowlist // nil: nothing allowlisted
+	Firewall  ban.Firewall       // nil: ban.NewDryRun()
 	// StateFile keeps ban history, offense counts and active bans across
 	// restarts (JSON, written atomically). Empty: no persistence.
 	StateFile  string
@@ -67,11 +83,12 @@ type Jail struct {
 	opt    Options
 	log    *slog.Logger
 	now    func() time.Time
-	fw     Firewall
-	allow  Allowlist
+	fw     ban.Firewall
+	allow  decision.Allowlist
 	m      *metrics
 	policy atomic.Pointer[compiled]
-	own    atomic.Pointer[map[netip.Addr]struct{}]
+	dec    atomic.Pointer[decision.Decision]
+	own    atomic.Pointer[[]netip.Addr] // the host's addresses, last listed
 
 	mu        sync.Mutex
 	offenders map[netip.Addr]*offender
@@ -79,7 +96,7 @@ type Jail struct {
 
 	queue   chan op
 	wbuf    []op // writer goroutine scratch
-	ebuf    []Entry
+	ebuf    []ban.Entry
 	ibuf    []int
 	errbuf  []error
 	running atomic.Bool
@@ -161,11 +178,11 @@ type op struct {
 	done    chan error // manual operations wait for the result
 }
 
-// NewJail builds a jail. When only the state file is unreadable it returns a
-// working jail together with an error wrapping ErrBadState (the file is kept
+// New builds a jail. When only the state file is unreadable it returns a
+// working jail together with an error wrapping ban.ErrBadState (the file is kept
 // aside as StateFile+".corrupt"): log it and go on, the kernel sets are read
 // back by Run.
-func NewJail(o Options) (*Jail, error) {
+func New(o Options) (*Jail, error) {
 	pol, err := compile(o.policy())
 	if err != nil {
 		return nil, fmt.Errorf("ban: %w", err)
@@ -193,7 +210,7 @@ func NewJail(o Options) (*Jail, error) {
 		o.Registerer = prometheus.NewRegistry()
 	}
 	if o.Firewall == nil {
-		o.Firewall = NewDryRun(DryRunOptions{Now: o.Now})
+		o.Firewall = ban.NewDryRun(ban.DryRunOptions{Now: o.Now})
 	}
 	if o.SkipHostAddrs {
 		o.HostAddrs = func() ([]netip.Addr, error) { return nil, nil }
@@ -261,6 +278,11 @@ func (j *Jail) SetPolicy(p Policy) error {
 		return fmt.Errorf("ban: %w", err)
 	}
 	j.policy.Store(c)
+	var own []netip.Addr
+	if p := j.own.Load(); p != nil {
+		own = *p
+	}
+	j.dec.Store(decision.New(c.NeverBan, own, j.allow))
 	return nil
 }
 
@@ -288,11 +310,8 @@ func (j *Jail) refreshHostAddrs() {
 			return
 		}
 	}
-	m := make(map[netip.Addr]struct{}, len(as))
-	for _, a := range as {
-		m[a.Unmap().WithZone("")] = struct{}{}
-	}
-	j.own.Store(&m)
+	j.own.Store(&as)
+	j.dec.Store(decision.New(j.policy.Load().NeverBan, as, j.allow))
 }
 
 // key is the jail's map key for ip: the address, or its masked prefix
@@ -493,11 +512,12 @@ func (j *Jail) Offend(o offense.Offense) {
 		j.mu.Unlock()
 		return
 	}
-	reason, why := j.decide(ip, pfx, pol)
-	if reason != "" {
+	v := j.decide(ip, pfx)
+	if v.Reason != decision.Ban {
+		reason, why := v.Reason, v.Why
 		skip := of.skipAt == 0 || tn-of.skipAt >= F || tn < of.skipAt
 		of.state, of.why = stProtected, why
-		if reason == reasonNeverBan {
+		if reason == decision.NeverBan {
 			of.state = stNeverBan
 		}
 		of.skipped = of.state
@@ -509,11 +529,12 @@ func (j *Jail) Offend(o offense.Offense) {
 		}
 		j.mu.Unlock()
 		if skip {
-			j.m.skipped.WithLabelValues(reason).Inc()
+			j.m.skipped.WithLabelValues(reason.String()).Inc()
 			j.logSkip(ip, reason, why, ri, cnt, user, score)
 		}
 		return
 	}
+	pfx = v.Prefix // narrowed when the prefix covers a protected address
 	// ban
 	h := of.hist
 	if h == nil {
@@ -557,66 +578,21 @@ func (j *Jail) Offend(o offense.Offense) {
 	}
 }
 
-const (
-	reasonNeverBan   = "never_ban"
-	reasonStatic     = "static"
-	reasonRegistered = "registered"
-)
-
-// decide runs the never-ban, static allowlist and live registration checks,
-// in that order. reason "" means ban.
-func (j *Jail) decide(ip netip.Addr, pfx netip.Prefix, pol *compiled) (reason, why string) {
-	switch {
-	case ip.IsLoopback():
-		return reasonNeverBan, "loopback"
-	case ip.IsLinkLocalUnicast(), ip.IsLinkLocalMulticast():
-		return reasonNeverBan, "link-local"
-	case ip.IsUnspecified():
-		return reasonNeverBan, "unspecified"
-	case ip.IsMulticast(), ip.IsInterfaceLocalMulticast():
-		return reasonNeverBan, "multicast"
-	}
-	if own := j.own.Load(); own != nil {
-		if _, ok := (*own)[ip]; ok {
-			return reasonNeverBan, "own address"
-		}
-		if pfx.Bits() < ip.BitLen() {
-			for a := range *own {
-				if pfx.Contains(a) {
-					return reasonNeverBan, "own address " + a.String() + " in " + pfx.String()
-				}
-			}
-		}
-	}
-	for _, n := range pol.neverBan {
-		if n.Overlaps(pfx) {
-			return reasonNeverBan, "never_ban " + n.String()
-		}
-	}
-	if j.allow != nil {
-		if w, ok := j.allow.Allowed(ip); ok {
-			if w == reasonRegistered {
-				return reasonRegistered, reasonRegistered
-			}
-			if w == "" {
-				w = reasonStatic
-			}
-			return reasonStatic, w
-		}
-	}
-	return "", ""
+// decide asks the decision in force about a ban on pfx for ip.
+func (j *Jail) decide(ip netip.Addr, pfx netip.Prefix) decision.Verdict {
+	return j.dec.Load().Decide(ip, pfx)
 }
 
-func (j *Jail) logSkip(ip netip.Addr, reason, why string, ri int, cnt uint32, user string, score float64) {
+func (j *Jail) logSkip(ip netip.Addr, reason decision.Reason, why string, ri int, cnt uint32, user string, score float64) {
 	rule := ruleName(ri)
 	for_ := ""
 	if user != "" {
 		for_ = " for " + user
 	}
 	switch reason {
-	case reasonRegistered:
+	case decision.Registered:
 		regs := -1
-		if rc, ok := j.allow.(RegistrationCounter); ok {
+		if rc, ok := j.allow.(registrationCounter); ok {
 			regs = rc.Registrations(ip)
 		}
 		live := ""
@@ -630,7 +606,7 @@ func (j *Jail) logSkip(ip netip.Addr, reason, why string, ri int, cnt uint32, us
 		}
 		j.log.Warn(fmt.Sprintf("office %s protected: %d %s%s%s", ip, cnt, rule, for_, live),
 			"ip", ip.String(), "reason", reason, "rule", rule, "count", cnt, "user", user, "score", score, "registrations", regs)
-	case reasonStatic:
+	case decision.Static:
 		j.log.Warn(fmt.Sprintf("allowlisted %s protected: %d %s%s (%s)", ip, cnt, rule, for_, why),
 			"ip", ip.String(), "reason", reason, "rule", rule, "count", cnt, "user", user, "score", score)
 	default:
@@ -681,7 +657,7 @@ func (j *Jail) evictLocked(t, F int64) {
 }
 
 // Ban bans ip by hand (API, CLI) after the same never-ban and allowlist
-// checks as an automatic ban (ErrNeverBan, ErrWhitelisted). d <= 0 takes
+// checks as an automatic ban (ban.ErrNeverBan, ban.ErrWhitelisted). d <= 0 takes
 // the escalated bantime. It waits for the kernel write.
 func (j *Jail) Ban(ctx context.Context, ip netip.Addr, d time.Duration, reason string) error {
 	if !ip.IsValid() {
@@ -690,12 +666,16 @@ func (j *Jail) Ban(ctx context.Context, ip netip.Addr, d time.Duration, reason s
 	ip = ip.Unmap().WithZone("")
 	pol := j.policy.Load()
 	key, pfx := j.key(ip)
-	if r, why := j.decide(ip, pfx, pol); r != "" {
-		j.m.skipped.WithLabelValues(r).Inc()
-		if r == reasonNeverBan {
-			return fmt.Errorf("ban %s: %w (%s)", ip, ErrNeverBan, why)
-		}
-		return fmt.Errorf("ban %s: %w (%s)", ip, ErrWhitelisted, why)
+	v := j.decide(ip, pfx)
+	switch v.Reason {
+	case decision.Ban:
+		pfx = v.Prefix
+	case decision.NeverBan:
+		j.m.skipped.WithLabelValues(v.Reason.String()).Inc()
+		return fmt.Errorf("ban %s: %w (%s)", ip, ban.ErrNeverBan, v.Why)
+	default:
+		j.m.skipped.WithLabelValues(v.Reason.String()).Inc()
+		return fmt.Errorf("ban %s: %w (%s)", ip, ban.ErrWhitelisted, v.Why)
 	}
 	now := j.now()
 	j.mu.Lock()
@@ -741,7 +721,7 @@ func (j *Jail) Ban(ctx context.Context, ip netip.Addr, d time.Duration, reason s
 	return nil
 }
 
-// Unban lifts the ban on ip (or on the prefix containing it). ErrNotBanned
+// Unban lifts the ban on ip (or on the prefix containing it). ban.ErrNotBanned
 // when there is none. It waits for the kernel write.
 func (j *Jail) Unban(ctx context.Context, ip netip.Addr) error {
 	if !ip.IsValid() {
@@ -753,7 +733,7 @@ func (j *Jail) Unban(ctx context.Context, ip netip.Addr) error {
 	of := j.offenders[key]
 	if of == nil || of.ban == nil || (!of.ban.expires.IsZero() && !of.ban.expires.After(now)) {
 		j.mu.Unlock()
-		return fmt.Errorf("unban %s: %w", ip.Unmap(), ErrNotBanned)
+		return fmt.Errorf("unban %s: %w", ip.Unmap(), ban.ErrNotBanned)
 	}
 	pfx = of.ban.prefix
 	of.ban = nil

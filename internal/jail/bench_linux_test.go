@@ -1,4 +1,4 @@
-package ban
+package jail
 
 import (
 	"context"
@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sipwarden/sipwarden/internal/ban"
+	"github.com/sipwarden/sipwarden/internal/ipset"
 	"github.com/sipwarden/sipwarden/internal/offense"
 )
 
@@ -25,48 +27,9 @@ func benchAddr(i int) netip.Addr {
 	return netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
 }
 
-// BenchmarkIpsetAdd: one netlink add on the persistent handle.
-func BenchmarkIpsetAdd(b *testing.B) {
-	ns := newNS(b, "b")
-	s := newTestIPSet(b, ns, IPSetOptions{MaxElem: 1 << 24})
-	ctx := context.Background()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if err := s.Add(ctx, netip.PrefixFrom(benchAddr(i), 32), time.Hour); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "adds/s")
-}
-
-// BenchmarkIpsetAddBatch: adds in batches of 256 on the batch socket.
-func BenchmarkIpsetAddBatch(b *testing.B) {
-	ns := newNS(b, "b")
-	s := newTestIPSet(b, ns, IPSetOptions{MaxElem: 1 << 24})
-	ctx := context.Background()
-	es := make([]Entry, 0, 256)
-	errs := make([]error, 256)
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		es = append(es, Entry{Prefix: netip.PrefixFrom(benchAddr(i), 32), Timeout: time.Hour})
-		if len(es) == cap(es) || i == b.N-1 {
-			if err := s.AddBatch(ctx, es, errs); err != nil {
-				b.Fatal(err)
-			}
-			for _, err := range errs[:len(es)] {
-				if err != nil {
-					b.Fatal(err)
-				}
-			}
-			es = es[:0]
-		}
-	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "adds/s")
-}
-
 // countingFW counts successful adds and remembers when each landed.
 type countingFW struct {
-	Firewall
+	ban.Firewall
 	n    atomic.Int64
 	done []atomic.Int64 // unix ns per index, when latency is wanted
 }
@@ -83,8 +46,8 @@ func (c *countingFW) Add(ctx context.Context, p netip.Prefix, d time.Duration) e
 	return err
 }
 
-func (c *countingFW) AddBatch(ctx context.Context, es []Entry, errs []error) error {
-	err := c.Firewall.(BatchAdder).AddBatch(ctx, es, errs)
+func (c *countingFW) AddBatch(ctx context.Context, es []ban.Entry, errs []error) error {
+	err := c.Firewall.(ban.BatchAdder).AddBatch(ctx, es, errs)
 	if err != nil {
 		return err
 	}
@@ -105,9 +68,9 @@ func (c *countingFW) AddBatch(ctx context.Context, es []Entry, errs []error) err
 // -> kernel, b.N distinct attackers each banned by one offense.
 func BenchmarkBanThroughput(b *testing.B) {
 	ns := newNS(b, "t")
-	s := newTestIPSet(b, ns, IPSetOptions{MaxElem: 1 << 24})
+	s := newTestIPSet(b, ns, ipset.Options{MaxElem: 1 << 24})
 	fw := &countingFW{Firewall: s}
-	j, err := NewJail(Options{Firewall: fw, QueueSize: b.N + 1, MaxOffenders: b.N + 1, HostAddrs: func() ([]netip.Addr, error) { return nil, nil }})
+	j, err := New(Options{Firewall: fw, QueueSize: b.N + 1, MaxOffenders: b.N + 1, HostAddrs: func() ([]netip.Addr, error) { return nil, nil }})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -135,7 +98,7 @@ func BenchmarkBanThroughput(b *testing.B) {
 // BenchmarkOffendDistinct: jail throughput and memory with b.N distinct
 // offenders below the threshold (run with -benchtime=1000000x for 1M).
 func BenchmarkOffendDistinct(b *testing.B) {
-	j, err := NewJail(Options{MaxOffenders: b.N + 1, HostAddrs: func() ([]netip.Addr, error) { return nil, nil }})
+	j, err := New(Options{MaxOffenders: b.N + 1, HostAddrs: func() ([]netip.Addr, error) { return nil, nil }})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -158,7 +121,7 @@ func BenchmarkOffendDistinct(b *testing.B) {
 
 // BenchmarkOffendHot: the same attacker over and over (scoring only).
 func BenchmarkOffendHot(b *testing.B) {
-	j, err := NewJail(Options{MaxRetry: 1e12})
+	j, err := New(Options{MaxRetry: 1e12})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -183,9 +146,9 @@ func TestBanSpeedReport(t *testing.T) {
 
 	// 1. the jail: decision + queue + netlink
 	ns := newNS(t, "s")
-	s := newTestIPSet(t, ns, IPSetOptions{MaxElem: 1 << 20})
+	s := newTestIPSet(t, ns, ipset.Options{MaxElem: 1 << 20})
 	fw := &countingFW{Firewall: s, done: make([]atomic.Int64, n)}
-	j, err := NewJail(Options{Firewall: fw, QueueSize: n + 1, MaxOffenders: n + 1, HostAddrs: func() ([]netip.Addr, error) { return nil, nil }})
+	j, err := New(Options{Firewall: fw, QueueSize: n + 1, MaxOffenders: n + 1, HostAddrs: func() ([]netip.Addr, error) { return nil, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +172,7 @@ func TestBanSpeedReport(t *testing.T) {
 	if err := s.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	j2, err := NewJail(Options{Firewall: fw2, QueueSize: n + 1, MaxOffenders: n + 1, HostAddrs: func() ([]netip.Addr, error) { return nil, nil }})
+	j2, err := New(Options{Firewall: fw2, QueueSize: n + 1, MaxOffenders: n + 1, HostAddrs: func() ([]netip.Addr, error) { return nil, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package ban
+package jail
 
 import (
 	"bytes"
@@ -16,15 +16,26 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/sipwarden/sipwarden/internal/decision"
 	"github.com/sipwarden/sipwarden/internal/eslwatch"
 	"github.com/sipwarden/sipwarden/internal/eslwatch/esltest"
+	"github.com/sipwarden/sipwarden/internal/ipset"
 	"github.com/sipwarden/sipwarden/internal/offense"
 	"github.com/sipwarden/sipwarden/internal/whitelist"
 )
 
 // liveRegistrations is the whitelist seen through the jail's optional
-// RegistrationCounter (what the whitelist itself should offer).
+// registrationCounter and the decision's Allowlist.
 type liveRegistrations struct{ *whitelist.Whitelist }
+
+func (l liveRegistrations) addrOnly() decision.AddrOnly {
+	return decision.ByReason(l.Allowed, whitelist.ReasonRegistered)
+}
+
+func (l liveRegistrations) Registered(p netip.Prefix) bool { return l.addrOnly().Registered(p) }
+func (l liveRegistrations) StaticOverlap(p netip.Prefix) (netip.Prefix, bool) {
+	return l.addrOnly().StaticOverlap(p)
+}
 
 func (l liveRegistrations) Registrations(ip netip.Addr) int {
 	e, ok := l.Lookup(ip)
@@ -117,14 +128,14 @@ func (r *sipResponder) serve() {
 
 // recordingFW notes when each prefix reached the kernel.
 type recordingFW struct {
-	*IPSet
+	*ipset.Set
 	mu    sync.Mutex
 	added map[netip.Prefix]time.Time
 	ch    chan netip.Prefix
 }
 
 func (f *recordingFW) Add(ctx context.Context, p netip.Prefix, d time.Duration) error {
-	err := f.IPSet.Add(ctx, p, d)
+	err := f.Set.Add(ctx, p, d)
 	if err == nil {
 		f.mu.Lock()
 		if _, ok := f.added[p]; !ok {
@@ -186,9 +197,9 @@ func endToEnd(t *testing.T, weights map[offense.Rule]float64, tool []string) {
 	veth(t, d, o, "vo", "vd", "10.213.1.1/24", officeIP+"/24")
 	veth(t, d, a, "va", "vd", "10.213.2.1/24", attackerIP+"/24")
 
-	ips := newTestIPSet(t, d, IPSetOptions{SetV4: "sw4", SetV6: "sw6"})
+	ips := newTestIPSet(t, d, ipset.Options{SetV4: "sw4", SetV6: "sw6"})
 	d.exec(t, "iptables", "-I", "INPUT", "-p", "udp", "--dport", "5060", "-m", "set", "--match-set", "sw4", "src", "-j", "DROP")
-	fw := &recordingFW{IPSet: ips, added: map[netip.Prefix]time.Time{}, ch: make(chan netip.Prefix, 4)}
+	fw := &recordingFW{Set: ips, added: map[netip.Prefix]time.Time{}, ch: make(chan netip.Prefix, 4)}
 
 	// the office's registration, learnt from an Event Socket server (in-test FreeSWITCH stand-in)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -305,18 +316,18 @@ func endToEnd(t *testing.T, weights map[offense.Rule]float64, tool []string) {
 	if st := e.state(officeIP); st.State != StateProtected || st.Why != "registered" {
 		t.Fatalf("office state %+v", st)
 	}
-	if got := testutil.ToFloat64(e.j.m.skipped.WithLabelValues(reasonRegistered)); got != 1 {
+	if got := testutil.ToFloat64(e.j.m.skipped.WithLabelValues(decision.Registered.String())); got != 1 {
 		t.Fatalf("ban_skipped_total{reason=registered} = %v", got)
 	}
 	if !strings.Contains(e.log.String(), "office 10.213.1.2 protected: ") || !strings.Contains(e.log.String(), "auth_failure for 1003 while 1 registration live") {
 		t.Fatalf("no protected line in the log:\n%s", e.log)
 	}
-	if n := strings.Count(ips.mustList(t), attackerIP); n != 1 {
+	if n := strings.Count(mustList(t, ips), attackerIP); n != 1 {
 		t.Fatal("attacker not read back from the kernel")
 	}
 }
 
-func (s *IPSet) mustList(t *testing.T) string {
+func mustList(t *testing.T, s *ipset.Set) string {
 	l, err := s.List(context.Background())
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/sipwarden/sipwarden/internal/testenv"
 )
 
 var nsSeq atomic.Int64
@@ -22,9 +24,8 @@ type testNS struct {
 
 func newNS(t testing.TB, tag string) *testNS {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("kernel tests need root (CI runs them as root)")
-	}
+	testenv.Root(t)
+	testenv.Tool(t, "ip", "iproute2")
 	name := fmt.Sprintf("swtest-ipset-%d-%s%d", os.Getpid(), tag, nsSeq.Add(1))
 	sh(t, "ip", "netns", "add", name)
 	t.Cleanup(func() {

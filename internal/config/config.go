@@ -167,53 +167,6 @@ const (
 	BackendDryRun = "dry-run"
 )
 
-// Default returns the built-in configuration: Event Socket on
-// 127.0.0.1:8021 with FreeSWITCH's default password, HEP on 127.0.0.1:9060,
-// API on 127.0.0.1:9091, ipset backend.
-func Default() Config {
-	return Config{
-		ESL: ESL{
-			Address:        "127.0.0.1:8021",
-			Password:       "ClueCon",
-			DialTimeout:    5 * time.Second,
-			CommandTimeout: 5 * time.Second,
-			ResyncInterval: 5 * time.Minute,
-			BackoffMin:     time.Second,
-			BackoffMax:     30 * time.Second,
-			MaxFrameBytes:  1 << 20,
-		},
-		Logs: Logs{MaxLineBytes: 64 << 10, PollInterval: time.Second, PublicContexts: []string{"public"}, Timezone: "Local"},
-		SIP: SIP{
-			HEPListen:     "127.0.0.1:9060",
-			CapturePorts:  []int{5060, 5080},
-			FloodRequests: 30,
-			FloodWindow:   2 * time.Second,
-			ScanUsers:     10,
-			ScanWindow:    time.Minute,
-		},
-		Rules: map[string]Rule{
-			// Every legitimate login is challenged once: off unless an
-			// operator enables it (with a weight) for DDoS mode.
-			string(offense.AuthChallenge): {Enabled: ptr(false), Weight: ptr(0.0)},
-		},
-		Jail: Jail{
-			Findtime:         10 * time.Minute,
-			MaxRetry:         5,
-			Bantime:          time.Hour,
-			Factor:           2,
-			MaxBantime:       7 * 24 * time.Hour,
-			MaxOffenders:     1_000_000,
-			UnverifiedFactor: 1,
-		},
-		Whitelist: Whitelist{Grace: 60 * time.Second},
-		Ban:       Ban{Backend: BackendIPSet, SetV4: "sipwarden4", SetV6: "sipwarden6", MaxElem: 65536, V6Prefix: 128, ResyncInterval: time.Minute, RulePorts: []int{5060, 5080}},
-		API:       API{Listen: "127.0.0.1:9091"},
-		Log:       Log{Level: "info", Format: "text"},
-	}
-}
-
-func ptr[T any](v T) *T { return &v }
-
 // Load reads the file at path (empty: defaults only), applies environment
 // overrides from env (os.Environ form; nil means none), reads *_file
 // secrets and validates. The error lists every problem found.

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/sipwarden/sipwarden/internal/config"
+	"github.com/sipwarden/sipwarden/internal/testenv"
 )
 
 func testConfig(t *testing.T) config.Config {
@@ -24,42 +25,50 @@ func testConfig(t *testing.T) config.Config {
 }
 
 // A failure late in New (the API port is taken) releases everything opened
-// before it: the HEP socket can be bound again at once, and (as root) the
-// capture socket is closed too — no descriptor is left behind.
+// before it: the HEP socket can be bound again at once, and the capture
+// socket is closed too — no descriptor is left behind.
 func TestNewReleasesOnError(t *testing.T) {
-	hep, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hepAddr := hep.LocalAddr().String()
-	hep.Close()
-	busy, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer busy.Close()
+	for _, tc := range []struct {
+		name    string
+		capture bool
+	}{{"hep", false}, {"hep and capture", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.capture {
+				testenv.Root(t)
+			}
+			hep, err := net.ListenPacket("udp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			hepAddr := hep.LocalAddr().String()
+			hep.Close()
+			busy, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer busy.Close()
 
-	cfg := testConfig(t)
-	cfg.SIP.HEPListen = hepAddr
-	cfg.API.Listen = busy.Addr().String()
-	if os.Geteuid() == 0 {
-		cfg.SIP.CaptureInterface = "lo"
-	} else {
-		t.Log("not root: the capture socket is left out (needs CAP_NET_RAW)")
+			cfg := testConfig(t)
+			cfg.SIP.HEPListen = hepAddr
+			cfg.API.Listen = busy.Addr().String()
+			if tc.capture {
+				cfg.SIP.CaptureInterface = "lo"
+			}
+			before := openFDs(t)
+			if d, err := New(cfg, Options{}); err == nil {
+				d.close()
+				t.Fatal("New succeeded with the API port taken")
+			}
+			if after := openFDs(t); after != before {
+				t.Errorf("%d descriptors open after a failed New, %d before", after, before)
+			}
+			again, err := net.ListenPacket("udp", hepAddr)
+			if err != nil {
+				t.Fatalf("HEP socket still held after New failed: %v", err)
+			}
+			again.Close()
+		})
 	}
-	before := openFDs(t)
-	if d, err := New(cfg, Options{}); err == nil {
-		d.close()
-		t.Fatal("New succeeded with the API port taken")
-	}
-	if after := openFDs(t); after != before {
-		t.Errorf("%d descriptors open after a failed New, %d before", after, before)
-	}
-	again, err := net.ListenPacket("udp", hepAddr)
-	if err != nil {
-		t.Fatalf("HEP socket still held after New failed: %v", err)
-	}
-	again.Close()
 }
 
 func openFDs(t *testing.T) int {

@@ -76,7 +76,7 @@ func NewFollower(o Options) (*Follower, error) {
 		o.MaxLine = DefaultMaxLine
 	}
 	if o.Poll <= 0 {
-		o.Poll = time.Second
+		o.Poll = DefaultPoll
 	}
 	if o.RotateGrace <= 0 {
 		o.RotateGrace = time.Minute

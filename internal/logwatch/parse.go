@@ -62,7 +62,7 @@ func NewParser(now func() time.Time) *Parser {
 	return &Parser{
 		now:    now,
 		loc:    time.Local,
-		public: []string{"public"},
+		public: []string{DefaultPublicContext},
 	}
 }
 

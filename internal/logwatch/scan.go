@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/sipwarden/sipwarden/internal/offense"
 )
@@ -16,6 +17,14 @@ import (
 // DefaultMaxLine is the longest line read; longer lines are counted
 // (sipwarden_log_lines_skipped_total{reason="too_long"}) and skipped.
 const DefaultMaxLine = 64 << 10
+
+// DefaultPoll is how often a followed file is checked without a
+// notification.
+const DefaultPoll = time.Second
+
+// DefaultPublicContext is the dialplan context whose unrouted calls are
+// no_route offenses when none is configured.
+const DefaultPublicContext = "public"
 
 // Open opens a log file for reading, decompressing it when its content is
 // gzip (whatever its name).

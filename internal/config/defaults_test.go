@@ -1,0 +1,58 @@
+package config
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/sipwarden/sipwarden/internal/eslwatch"
+	"github.com/sipwarden/sipwarden/internal/logwatch"
+	"github.com/sipwarden/sipwarden/internal/sip"
+	"github.com/sipwarden/sipwarden/internal/whitelist"
+)
+
+// TestDefaultsArePackageDefaults: every config default that a package also
+// defaults agrees with that package (a 1 MiB esl.max_frame_bytes against the
+// watcher's 64 MiB once capped the whitelist at ~3,800 registrations).
+func TestDefaultsArePackageDefaults(t *testing.T) {
+	c := Default()
+	sc := sip.DefaultConfig()
+	for _, tc := range []struct {
+		key       string
+		got, want any
+	}{
+		{"esl.dial_timeout", c.ESL.DialTimeout, eslwatch.DefaultDialTimeout},
+		{"esl.command_timeout", c.ESL.CommandTimeout, eslwatch.DefaultCommandTimeout},
+		{"esl.resync_interval", c.ESL.ResyncInterval, eslwatch.DefaultResyncEvery},
+		{"esl.backoff_min", c.ESL.BackoffMin, eslwatch.DefaultBackoffMin},
+		{"esl.backoff_max", c.ESL.BackoffMax, eslwatch.DefaultBackoffMax},
+		{"esl.max_frame_bytes", c.ESL.MaxFrameBytes, eslwatch.DefaultMaxFrame},
+		{"logs.max_line_bytes", c.Logs.MaxLineBytes, logwatch.DefaultMaxLine},
+		{"logs.poll_interval", c.Logs.PollInterval, logwatch.DefaultPoll},
+		{"logs.public_contexts", c.Logs.PublicContexts, []string{logwatch.DefaultPublicContext}},
+		{"sip.capture_ports", c.SIP.CapturePorts, sc.SIPPorts},
+		{"sip.flood_requests", c.SIP.FloodRequests, sc.FloodRequests},
+		{"sip.flood_window", c.SIP.FloodWindow, sc.FloodWindow},
+		{"sip.scan_users", c.SIP.ScanUsers, sc.ScanUsers},
+		{"sip.scan_window", c.SIP.ScanWindow, sc.ScanWindow},
+		{"whitelist.grace", c.Whitelist.Grace, whitelist.DefaultGrace},
+	} {
+		if !equal(tc.got, tc.want) {
+			t.Errorf("%s: config default %v, package default %v", tc.key, tc.got, tc.want)
+		}
+	}
+	if c.ESL.MaxFrameBytes < 30<<20 {
+		t.Errorf("esl.max_frame_bytes %d cannot hold a 100,000-registration listing (~30 MB)", c.ESL.MaxFrameBytes)
+	}
+}
+
+func equal(a, b any) bool {
+	if x, ok := a.([]int); ok {
+		y, _ := b.([]int)
+		return slices.Equal(x, y)
+	}
+	if x, ok := a.([]string); ok {
+		y, _ := b.([]string)
+		return slices.Equal(x, y)
+	}
+	return a == b
+}

@@ -27,7 +27,7 @@ type SippRun struct {
 	Target   int        // FreeSWITCH port (0: InternalPort)
 	Calls    int        // -m (0: len(Rows))
 	Rate     float64    // calls per second (0: 10)
-	Extra   []string // more sipp arguments
+	Extra    []string   // more sipp arguments
 }
 
 // Sipp is one sipp process.

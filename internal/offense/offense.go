@@ -90,6 +90,9 @@ type SinkFunc func(Offense)
 // Offend calls f(o).
 func (f SinkFunc) Offend(o Offense) { f(o) }
 
+// Namespace is the Prometheus namespace of every sipwarden metric.
+const Namespace = "sipwarden"
+
 // ParseErrors returns the shared counter sipwarden_parse_errors_total{source},
 // registering it on reg, or reusing the one already registered there: several
 // sources (log, hep, capture, pcap) count into it.

@@ -72,16 +72,30 @@ func BenchmarkMemory(b *testing.B) {
 	}
 }
 
-// BenchmarkReplaceNode measures a full resync of 100k registrations.
+// BenchmarkReplaceNode measures a resync of 100k registrations: into an
+// empty whitelist (the first one after a start) and over the same set (a
+// periodic one, every registration renewed).
 func BenchmarkReplaceNode(b *testing.B) {
 	c := newClock()
-	w, _ := newWL(b, c)
 	regs := make([]Registration, 100_000)
 	for i := range regs {
 		regs[i] = genReg(c, i)
 	}
-	b.ReportAllocs()
-	for b.Loop() {
+	b.Run("fresh", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			b.StopTimer()
+			w, _ := newWL(b, c)
+			b.StartTimer()
+			w.ReplaceNode("127.0.0.1:8021", regs)
+		}
+	})
+	b.Run("renew", func(b *testing.B) {
+		w, _ := newWL(b, c)
 		w.ReplaceNode("127.0.0.1:8021", regs)
-	}
+		b.ReportAllocs()
+		for b.Loop() {
+			w.ReplaceNode("127.0.0.1:8021", regs)
+		}
+	})
 }

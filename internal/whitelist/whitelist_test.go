@@ -84,7 +84,7 @@ func TestStatic(t *testing.T) {
 	if _, ok := w.Allowed(netip.Addr{}); ok {
 		t.Fatal("invalid address allowed")
 	}
-	if got := testutil.ToFloat64(w.mIPs.WithLabelValues("static")); got != 5 {
+	if got := testutil.ToFloat64(w.mStatic); got != 5 {
 		t.Fatalf("static gauge = %v", got)
 	}
 	w.SetStatic(nil)
@@ -202,7 +202,10 @@ func TestExpiryByTime(t *testing.T) {
 		t.Fatal("expired before expiry+grace")
 	}
 	c.Add(time.Second)
-	// No event and no sweep yet: the exact check already says no.
+	// No event and no sweep yet: every lookup already says no.
+	if _, ok := w.Allowed(ip("192.0.2.20")); ok {
+		t.Fatal("Allowed true after expiry+grace")
+	}
 	if _, ok := w.AllowedAt(ip("192.0.2.20"), c.Now()); ok {
 		t.Fatal("AllowedAt true after expiry+grace")
 	}
@@ -221,7 +224,7 @@ func TestExpiryByTime(t *testing.T) {
 	if ips, regs := w.Len(); ips != 1 || regs != 1 {
 		t.Fatalf("after sweep Len = %d,%d", ips, regs)
 	}
-	if got := testutil.ToFloat64(w.mIPs.WithLabelValues("dynamic")); got != 1 {
+	if got := testutil.ToFloat64(w.mDynamic); got != 1 {
 		t.Fatalf("dynamic gauge = %v", got)
 	}
 	_ = reg

@@ -116,6 +116,7 @@ func TestReloadAppliesLiveKeys(t *testing.T) {
   disabled: true
 logs:
   files: [%q]
+  from_start: true
   timezone: UTC
 sip:
   hep_listen: ""

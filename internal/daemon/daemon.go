@@ -22,6 +22,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sipwarden/sipwarden/internal/api"
@@ -32,6 +33,7 @@ import (
 	"github.com/sipwarden/sipwarden/internal/ipset"
 	"github.com/sipwarden/sipwarden/internal/jail"
 	"github.com/sipwarden/sipwarden/internal/logwatch"
+	"github.com/sipwarden/sipwarden/internal/offense"
 	"github.com/sipwarden/sipwarden/internal/pipeline"
 	"github.com/sipwarden/sipwarden/internal/sip"
 	"github.com/sipwarden/sipwarden/internal/whitelist"
@@ -60,12 +62,12 @@ func NewLogger(c config.Log, w io.Writer, level *slog.LevelVar) *slog.Logger {
 func NewRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Namespace:   "sipwarden",
+	promauto.With(reg).NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace:   offense.Namespace,
 		Name:        "build_info",
 		Help:        "Build information; always 1.",
 		ConstLabels: prometheus.Labels{"version": Version},
-	}, func() float64 { return 1 }))
+	}, func() float64 { return 1 })
 	return reg
 }
 
@@ -328,7 +330,7 @@ type Reloaded struct {
 func (d *Daemon) live(key string) bool {
 	switch key {
 	case "jail.findtime", "jail.maxretry", "jail.bantime", "jail.factor", "jail.maxbantime",
-		"jail.unverified_factor", "never_ban", "whitelist.static":
+		"jail.unverified_factor", "never_ban", "whitelist.static", "whitelist.grace":
 		return true
 	case "log.level":
 		return d.level != nil
@@ -338,7 +340,7 @@ func (d *Daemon) live(key string) bool {
 
 // Reload applies a new, validated config to what can change live: the jail
 // policy (thresholds, rule weights — a rule disabled at start can be
-// enabled —, never-ban), the static whitelist and the log level. Every
+// enabled —, never-ban), the static whitelist, its grace and the log level. Every
 // other changed key is named in NeedsRestart, compared with the config the
 // daemon was built from. On error nothing changed.
 func (d *Daemon) Reload(cfg config.Config) (Reloaded, error) {
@@ -359,6 +361,7 @@ func (d *Daemon) Reload(cfg config.Config) (Reloaded, error) {
 		return Reloaded{}, err
 	}
 	d.wl.SetStatic(config.Prefixes(cfg.Whitelist.Static))
+	d.wl.SetGrace(pipeline.Grace(cfg.Whitelist))
 	if d.level != nil {
 		var l slog.Level
 		_ = l.UnmarshalText([]byte(cfg.Log.Level)) // validated by config.Load

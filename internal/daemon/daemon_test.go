@@ -6,6 +6,7 @@ import (
 	"os"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/sipwarden/sipwarden/internal/config"
 	"github.com/sipwarden/sipwarden/internal/testenv"
@@ -95,12 +96,13 @@ func TestReload(t *testing.T) {
 	next.Jail.MaxRetry = 3
 	next.Log.Level = "debug"
 	next.Log.Format = "json"
+	next.Whitelist.Grace = 2 * time.Minute
 	next.API.Listen = "127.0.0.1:1"
 	r, err := d.Reload(next)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(r.Applied, []string{"jail.maxretry", "log.level"}) {
+	if !slices.Equal(r.Applied, []string{"jail.maxretry", "log.level", "whitelist.grace"}) {
 		t.Errorf("applied %v", r.Applied)
 	}
 	if !slices.Equal(r.NeedsRestart, []string{"api.listen", "log.format"}) {
@@ -108,6 +110,9 @@ func TestReload(t *testing.T) {
 	}
 	if got := d.Jail().Policy().MaxRetry; got != 3 {
 		t.Errorf("maxretry %v after reload", got)
+	}
+	if got := d.Whitelist().Grace(); got != 2*time.Minute {
+		t.Errorf("whitelist grace %v after reload", got)
 	}
 	if level.Level() != slog.LevelDebug {
 		t.Errorf("log level %v after reload", level.Level())

@@ -135,6 +135,20 @@ func eventAddr(ev *Event) (netip.Addr, bool) {
 	return ip.Unmap().WithZone(""), true
 }
 
+// eventPort is network-port, the source port FreeSWITCH saw (the NAT
+// mapping); 0 when absent or not a port.
+func eventPort(ev *Event) uint16 {
+	s := ev.Get("network-port")
+	if s == "" {
+		s = ev.Get("network_port")
+	}
+	p, err := strconv.ParseUint(s, 10, 16)
+	if err != nil {
+		return 0
+	}
+	return uint16(p)
+}
+
 // eventTime is Event-Date-Timestamp (microseconds since the epoch).
 func eventTime(ev *Event) (time.Time, bool) {
 	us, err := strconv.ParseInt(ev.Get("Event-Date-Timestamp"), 10, 64)

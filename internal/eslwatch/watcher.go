@@ -498,6 +498,7 @@ func (w *Watcher) registerFailure(n *node, ev *Event) {
 	}
 	w.offend(n, offense.Offense{
 		IP:       ip,
+		Port:     eventPort(ev), // the event names no transport
 		Rule:     offense.AuthFailure,
 		Source:   offense.SourceESL,
 		Time:     t,

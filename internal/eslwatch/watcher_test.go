@@ -249,7 +249,7 @@ func TestFixtureStreamA(t *testing.T) {
 	want := offense.Offense{
 		IP: netip.MustParseAddr("127.0.0.1"), Rule: offense.AuthFailure, Source: offense.SourceESL,
 		Time: time.UnixMicro(1795635981939693).UTC(), User: "1001", Method: "REGISTER",
-		Detail: "SIPp-reg-test", Verified: true,
+		Detail: "SIPp-reg-test", Verified: true, Port: 15061, // network-port: the NAT mapping
 	}
 	if o != want {
 		t.Fatalf("offense\n got %+v\nwant %+v", o, want)

@@ -15,6 +15,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// Namespace is the metric namespace of every sipwarden collector.
+const Namespace = "sipwarden"
+
 // Rule names an offense rule. The names are part of the user-facing contract
 // (SPEC.md): never rename one.
 type Rule string
@@ -63,6 +66,16 @@ const (
 	SourceAPI     Source = "api"     // manual ban through the HTTP API
 )
 
+// Transport is the SIP transport of an offense's mapping.
+type Transport string
+
+// The transports. TLS is TCP on the wire (a kernel rule matches it as tcp).
+const (
+	TransportUDP Transport = "udp"
+	TransportTCP Transport = "tcp"
+	TransportTLS Transport = "tls"
+)
+
 // Offense is one piece of evidence against one source address.
 type Offense struct {
 	IP     netip.Addr // the address FreeSWITCH or the packet saw; never a header's claim. Unmapped.
@@ -72,6 +85,12 @@ type Offense struct {
 	User   string    // the target or auth user when known (e.g. "1003")
 	Method string    // SIP method when known (REGISTER, INVITE)
 	Detail string    // short, human: user agent, dialled number, ACL name...
+	// Port and Transport are the source's NAT mapping as FreeSWITCH or the
+	// packet saw it (Event Socket network-port, the packet's source port):
+	// what a quarantine blocks instead of the whole address. Zero and ""
+	// when unknown (log lines carry no port).
+	Port      uint16
+	Transport Transport
 	// Verified marks evidence that needed a round trip with the source
 	// (a digest failure after a challenge, a TCP message): a forged UDP
 	// source address cannot produce it. The jail may weigh it more.

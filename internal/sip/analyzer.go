@@ -282,8 +282,8 @@ func (a *Analyzer) message(p Packet, b []byte, t time.Time, now int64, sm *srcMe
 		count := st.floodCount
 		sh.mu.Unlock()
 		if fire {
-			a.emit(offense.Offense{IP: src, Rule: offense.Flood, Source: p.Source, Time: t, Verified: p.TCP,
-				Detail: fmt.Sprintf("more than %d requests in %s", count-1, a.cfg.FloodWindow)})
+			a.emit(withMapping(offense.Offense{IP: src, Rule: offense.Flood, Source: p.Source, Time: t, Verified: p.TCP,
+				Detail: fmt.Sprintf("more than %d requests in %s", count-1, a.cfg.FloodWindow)}, p, true))
 		}
 		if over {
 			sm.skipped("flood")
@@ -300,8 +300,8 @@ func (a *Analyzer) message(p Packet, b []byte, t time.Time, now int64, sm *srcMe
 	if !fastScan(b, m) {
 		if err := slowParse(a.parser, b, m); err != nil {
 			sm.parseErrors.Inc()
-			a.emit(offense.Offense{IP: src, Rule: offense.MalformedSIP, Source: p.Source, Time: t, Verified: p.TCP,
-				Detail: truncate(err.Error(), 120)})
+			a.emit(withMapping(offense.Offense{IP: src, Rule: offense.MalformedSIP, Source: p.Source, Time: t, Verified: p.TCP,
+				Detail: truncate(err.Error(), 120)}, p, true))
 			return
 		}
 	}
@@ -311,6 +311,9 @@ func (a *Analyzer) message(p Packet, b []byte, t time.Time, now int64, sm *srcMe
 		nf = a.responseRules(p, dst, t, now, m, fired[:])
 	}
 	for i := 0; i < nf; i++ {
+		if !m.request {
+			fired[i] = withMapping(fired[i], p, false)
+		}
 		a.emit(fired[i])
 	}
 }
@@ -332,6 +335,7 @@ func (a *Analyzer) requestRules(p Packet, src netip.Addr, t time.Time, now int64
 	n := 0
 	add := func(o offense.Offense) {
 		o.IP, o.Source, o.Time, o.Method = src, p.Source, t, string(m.method)
+		o = withMapping(o, p, true)
 		if o.Verified == false {
 			o.Verified = p.TCP
 		}

@@ -22,10 +22,10 @@ func TestOffenseMapping(t *testing.T) {
 		"From: <sip:1001@192.0.2.1>;tag=2\r\nTo: <sip:1001@192.0.2.1>;tag=3\r\nCall-ID: c2\r\nCSeq: 2 REGISTER\r\n" +
 		"Content-Length: 0\r\n\r\n"
 	for _, tc := range []struct {
-		name     string
-		p        Packet
-		rule     offense.Rule
-		port     uint16
+		name      string
+		p         Packet
+		rule      offense.Rule
+		port      uint16
 		transport offense.Transport
 	}{
 		{"request over udp", Packet{Src: nat, Dst: fs, Payload: []byte(scanner)}, offense.ScannerUserAgent, 40123, offense.TransportUDP},

@@ -15,9 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Namespace is the metric namespace of every sipwarden collector.
-const Namespace = "sipwarden"
-
 // Rule names an offense rule. The names are part of the user-facing contract
 // (SPEC.md): never rename one.
 type Rule string

@@ -8,10 +8,8 @@
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -20,8 +18,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"go.yaml.in/yaml/v3"
 
 	"github.com/sipwarden/sipwarden/internal/offense"
 )
@@ -172,22 +168,33 @@ const (
 // secrets and validates. The error lists every problem found.
 func Load(path string, env []string) (Config, error) {
 	cfg := Default()
+	var errs []error
 	if path != "" {
 		raw, err := os.ReadFile(path)
 		if err != nil {
 			return cfg, fmt.Errorf("config: %w", err)
 		}
 		if err := decode(raw, env, &cfg); err != nil {
-			return cfg, fmt.Errorf("config %s: %w", path, err)
+			errs = append(errs, prefixLines(path, err))
 		}
 	}
-	var errs []error
+	vars := envMap(env)
+	errs = append(errs, unknownEnv(&cfg, vars)...)
 	if err := applyEnv(&cfg, env); err != nil {
 		errs = append(errs, err)
 	}
 	errs = append(errs, cfg.readSecrets()...)
 	errs = append(errs, cfg.Validate())
 	return cfg, errors.Join(errs...)
+}
+
+// prefixLines names the file on each of err's lines.
+func prefixLines(path string, err error) error {
+	var out []error
+	for l := range strings.SplitSeq(err.Error(), "\n") {
+		out = append(out, fmt.Errorf("%s: %s", path, l))
+	}
+	return errors.Join(out...)
 }
 
 var varRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
@@ -206,15 +213,11 @@ func decode(raw []byte, env []string, cfg *Config) error {
 		}
 		return []byte(v)
 	})
+	var errs []error
 	if len(missing) > 0 {
-		return fmt.Errorf("unset environment variable(s) referenced: %s", strings.Join(missing, ", "))
+		errs = append(errs, fmt.Errorf("unset environment variable(s) referenced: %s", strings.Join(missing, ", ")))
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(raw))
-	dec.KnownFields(true)
-	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
-		return err
-	}
-	return nil
+	return errors.Join(append(errs, decodeYAML(raw, cfg))...)
 }
 
 func envMap(env []string) map[string]string {
@@ -260,10 +263,16 @@ func applyEnv(cfg *Config, env []string) error {
 			if field == "enabled" {
 				var b bool
 				b, err = strconv.ParseBool(s)
+				if err != nil {
+					err = fmt.Errorf("must be true or false, got %q", s)
+				}
 				rule.Enabled = &b
 			} else {
 				var f float64
 				f, err = strconv.ParseFloat(s, 64)
+				if err != nil {
+					err = fmt.Errorf("must be a number, got %q", s)
+				}
 				rule.Weight = &f
 			}
 			if err != nil {
@@ -310,7 +319,7 @@ func setString(v reflect.Value, s string) error {
 	if v.Type() == durationType {
 		d, err := time.ParseDuration(s)
 		if err != nil {
-			return err
+			return fmt.Errorf("%q is not a duration (durations look like 90s, 10m, 1h)", s)
 		}
 		v.SetInt(int64(d))
 		return nil
@@ -321,19 +330,19 @@ func setString(v reflect.Value, s string) error {
 	case reflect.Bool:
 		b, err := strconv.ParseBool(s)
 		if err != nil {
-			return err
+			return fmt.Errorf("must be true or false, got %q", s)
 		}
 		v.SetBool(b)
 	case reflect.Int:
 		n, err := strconv.Atoi(s)
 		if err != nil {
-			return err
+			return fmt.Errorf("must be a whole number, got %q", s)
 		}
 		v.SetInt(int64(n))
 	case reflect.Float64:
 		f, err := strconv.ParseFloat(s, 64)
 		if err != nil {
-			return err
+			return fmt.Errorf("must be a number, got %q", s)
 		}
 		v.SetFloat(f)
 	case reflect.Slice:
@@ -553,10 +562,13 @@ func ruleNames() string {
 // prefix), unmapping IPv4-mapped IPv6.
 func ParsePrefix(s string) (netip.Prefix, error) {
 	s = strings.TrimSpace(s)
+	bad := func() (netip.Prefix, error) {
+		return netip.Prefix{}, fmt.Errorf("%q is not an address or CIDR (like 192.0.2.7, 192.0.2.0/24 or 2001:db8::/32)", s)
+	}
 	if strings.Contains(s, "/") {
 		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return netip.Prefix{}, err
+		if err != nil || p.Addr().Zone() != "" {
+			return bad()
 		}
 		if p.Addr().Is4In6() && p.Bits() >= 96 {
 			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
@@ -564,8 +576,8 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 		return p.Masked(), nil
 	}
 	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, err
+	if err != nil || a.Zone() != "" {
+		return bad()
 	}
 	a = a.Unmap()
 	return netip.PrefixFrom(a, a.BitLen()), nil

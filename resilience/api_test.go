@@ -91,12 +91,14 @@ func jsonError(t *testing.T, what string, a answer, want int) {
 }
 
 // TestAPIAcrossTheNetwork: the API listens on a veth address and is called
-// from another namespace. Without api.token, mutations from there are 403
-// whatever headers claim; with it, 401 without or with a wrong token, 201
-// and 204 with it; oversized bodies 413, oversized headers 431, bad JSON
-// and bad addresses 400. No endpoint and no log line (level debug, with a
-// FreeSWITCH node refusing the password) shows the Event Socket password or
-// the token.
+// from another namespace. With no token configured (the shipped default)
+// the daemon generates one (mode 0600) and mutations without it are 401
+// whatever headers claim; with a configured token, 401 without or with a
+// wrong token, 201 and 204 with it; a foreign Host or Origin and non-JSON
+// bodies are refused; registration details need the token off loopback;
+// oversized bodies 413, oversized headers 431, bad JSON and bad addresses
+// 400. No endpoint and no log line (level debug, with a FreeSWITCH node
+// refusing the password) shows the Event Socket password or the token.
 func TestAPIAcrossTheNetwork(t *testing.T) {
 	t.Parallel()
 	dns, cns := link(t)
@@ -108,10 +110,10 @@ func TestAPIAcrossTheNetwork(t *testing.T) {
 	os.WriteFile(pwFile, []byte(eslSecret+"\n"), 0o600)
 	os.WriteFile(tokFile, []byte(apiSecret+"\n"), 0o600)
 
-	// The open daemon has the password inline and no token; the other reads
-	// both from files.
+	// The default daemon has the password inline and no token (it generates
+	// one); the other reads both from files.
 	cfg := func(listen string, withToken bool) string {
-		pw, token := "password: "+eslSecret, `token: ""`
+		pw, token := "password: "+eslSecret, ""
 		if withToken {
 			pw, token = "password_file: "+pwFile, "token_file: "+tokFile
 		}
@@ -154,17 +156,82 @@ log:
 		return open.metric("sipwarden_offenses_total") > 0 && tok.metric("sipwarden_offenses_total") > 0
 	})
 
-	t.Run("no token: mutations refused off loopback", func(t *testing.T) {
+	t.Run("default: a generated token, mutations refused without it", func(t *testing.T) {
+		fi, err := os.Stat(open.tokenFile)
+		if err != nil || fi.Mode().Perm() != 0o600 || len(open.token) < 32 {
+			t.Fatalf("generated token file: %v %v (token %d chars), want mode 0600", fi, err, len(open.token))
+		}
 		u := "http://10.99.0.1:9091"
 		ban := `{"ip":"198.51.100.5","duration":"1h"}`
-		jsonError(t, "POST /v1/bans", call(t, c, "POST", u+"/v1/bans", nil, ban), http.StatusForbidden)
+		jsonHdr := map[string]string{"Content-Type": "application/json"}
+		jsonError(t, "POST /v1/bans", call(t, c, "POST", u+"/v1/bans", jsonHdr, ban), http.StatusUnauthorized)
 		jsonError(t, "POST /v1/bans claiming loopback", call(t, c, "POST", u+"/v1/bans",
-			map[string]string{"X-Forwarded-For": "127.0.0.1", "X-Real-IP": "127.0.0.1", "Forwarded": "for=127.0.0.1"}, ban), http.StatusForbidden)
+			map[string]string{"X-Forwarded-For": "127.0.0.1", "X-Real-IP": "127.0.0.1", "Forwarded": "for=127.0.0.1", "Content-Type": "application/json"}, ban), http.StatusUnauthorized)
 		jsonError(t, "POST /v1/bans with some token", call(t, c, "POST", u+"/v1/bans",
-			map[string]string{"Authorization": "Bearer anything"}, ban), http.StatusForbidden)
-		jsonError(t, "DELETE /v1/bans/198.51.100.5", call(t, c, "DELETE", u+"/v1/bans/198.51.100.5", nil, ""), http.StatusForbidden)
+			map[string]string{"Authorization": "Bearer anything", "Content-Type": "application/json"}, ban), http.StatusUnauthorized)
+		jsonError(t, "DELETE /v1/bans/198.51.100.5", call(t, c, "DELETE", u+"/v1/bans/198.51.100.5", nil, ""), http.StatusUnauthorized)
+		// From the daemon's own loopback too: no exemption any more.
+		if code, _ := (&daemonProc{t: t, base: "http://10.99.0.1:9091", http: client(dns)}).do("POST", "/v1/bans", nil, ban); code != http.StatusUnauthorized {
+			t.Errorf("POST from the daemon's namespace without the token = %d, want 401", code)
+		}
 		if len(open.bans()) != 0 {
 			t.Errorf("bans after refused mutations: %v", open.bans())
+		}
+		if code, body := open.do("POST", "/v1/bans", nil, ban); code != http.StatusCreated {
+			t.Errorf("POST with the generated token = %d %s", code, body)
+		}
+		if code, _ := open.do("DELETE", "/v1/bans/198.51.100.5", nil, ""); code != http.StatusNoContent {
+			t.Errorf("DELETE with the generated token = %d", code)
+		}
+	})
+
+	t.Run("browsers: foreign Host, cross-origin, non-JSON", func(t *testing.T) {
+		u := "http://10.99.0.1:9091"
+		good := map[string]string{"Authorization": "Bearer " + open.token, "Content-Type": "application/json"}
+		with := func(k, v string) map[string]string {
+			m := map[string]string{k: v}
+			for a, b := range good {
+				if a != k {
+					m[a] = b
+				}
+			}
+			return m
+		}
+		ban := `{"ip":"198.51.100.15","duration":"1h"}`
+		// DNS rebinding: a name the attacker controls now resolves here.
+		req, _ := http.NewRequest("GET", u+"/v1/whitelist", nil)
+		req.Host = "rebind.attacker.example:9091"
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("GET with a foreign Host = %d, want 403", resp.StatusCode)
+		}
+		req, _ = http.NewRequest("POST", u+"/v1/bans", strings.NewReader(ban))
+		for k, v := range good {
+			req.Header.Set(k, v)
+		}
+		req.Host = "rebind.attacker.example"
+		if resp, err := c.Do(req); err != nil || resp.StatusCode != http.StatusForbidden {
+			t.Errorf("POST with a foreign Host = %v %v, want 403", resp.StatusCode, err)
+		}
+		jsonError(t, "cross-origin POST", call(t, c, "POST", u+"/v1/bans", with("Origin", "http://evil.example"), ban), http.StatusForbidden)
+		jsonError(t, "text/plain POST", call(t, c, "POST", u+"/v1/bans", with("Content-Type", "text/plain"), ban), http.StatusUnsupportedMediaType)
+		jsonError(t, "form POST", call(t, c, "POST", u+"/v1/bans", with("Content-Type", "application/x-www-form-urlencoded"), "ip=198.51.100.15"), http.StatusUnsupportedMediaType)
+		if _, ok := open.bans()["198.51.100.15"]; ok {
+			t.Error("a browser-shaped request banned")
+		}
+		// Registration details: the API listens off loopback, so who is
+		// registered needs the token.
+		plain := call(t, c, "GET", u+"/v1/whitelist/203.0.113.50", nil, "")
+		authed := call(t, c, "GET", u+"/v1/whitelist/203.0.113.50", map[string]string{"Authorization": "Bearer " + open.token}, "")
+		if plain.code != 200 || strings.Contains(plain.body, `"1001"`) || !strings.Contains(plain.body, "expires_at") {
+			t.Errorf("whitelist entry without the token = %d %s, want the user hidden", plain.code, plain.body)
+		}
+		if authed.code != 200 || !strings.Contains(authed.body, `"1001"`) {
+			t.Errorf("whitelist entry with the token = %d %s, want the user", authed.code, authed.body)
 		}
 	})
 
@@ -191,6 +258,7 @@ log:
 			t.Errorf("token in the query string: %d", a.code)
 		}
 
+		good = map[string]string{"Authorization": "Bearer " + apiSecret, "Content-Type": "application/json"}
 		if a := call(t, c, "POST", u+"/v1/bans", good, ban); a.code != http.StatusCreated {
 			t.Fatalf("POST with the token = %d %s", a.code, a.body)
 		}

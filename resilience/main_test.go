@@ -168,6 +168,10 @@ type daemonProc struct {
 	base   string
 	http   *http.Client
 	ns     string
+	// tokenFile is where the daemon generated its API token (unless the
+	// config names its own); token, read once healthy, authorizes p.do.
+	tokenFile string
+	token     string
 }
 
 // procOpts says how to start the daemon.
@@ -195,6 +199,12 @@ func start(t *testing.T, o procOpts) *daemonProc {
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	p := &daemonProc{t: t, cmd: cmd, stderr: &syncBuf{}, done: make(chan struct{}),
 		base: "http://" + o.api, http: client(o.ns), ns: o.ns}
+	if !strings.Contains(o.config, "token") {
+		// As with the shipped config: a token generated at the first start,
+		// here in the test's own directory.
+		p.tokenFile = filepath.Join(filepath.Dir(cfg), "api.token")
+		cmd.Env = append(cmd.Env, "SIPWARDEN_API_TOKEN_FILE="+p.tokenFile)
+	}
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -227,6 +237,13 @@ func (p *daemonProc) waitHealthy() {
 		default:
 		}
 		if code, _ := p.get("/healthz"); code == http.StatusOK {
+			if p.tokenFile != "" {
+				b, err := os.ReadFile(p.tokenFile)
+				if err != nil {
+					p.t.Fatalf("the daemon generated no API token: %v\n%s", err, p.stderr.String())
+				}
+				p.token = strings.TrimSpace(string(b))
+			}
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -265,6 +282,9 @@ func (p *daemonProc) do(method, path string, hdr http.Header, body string) (int,
 	req, err := http.NewRequest(method, p.base+path, strings.NewReader(body))
 	if err != nil {
 		p.t.Fatal(err)
+	}
+	if p.token != "" {
+		req.Header.Set("Authorization", "Bearer "+p.token)
 	}
 	for k, v := range hdr {
 		req.Header[k] = v

@@ -1,5 +1,5 @@
 // Command sipwarden protects FreeSWITCH servers from SIP attacks without
-// locking out the offices that use them. See README.md and SPEC.md.
+// locking out the offices that use them. See README.md and docs/.
 //
 // main only parses flags, loads config and hands over to the daemon,
 // replay and api packages.
@@ -11,16 +11,16 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"runtime"
 	"runtime/debug"
-	"sort"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/sipwarden/sipwarden/internal/api"
@@ -31,14 +31,31 @@ import (
 
 func main() { os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) }
 
+// DefaultConfigPath is read by every command when neither -config nor
+// SIPWARDEN_CONFIG is given and the file exists.
+const DefaultConfigPath = "/etc/sipwarden/sipwarden.yaml"
+
+// Commit is stamped at build time (-ldflags "-X main.Commit=..."); else the
+// VCS revision Go records, else "unknown".
+var Commit = ""
+
 const usage = `sipwarden protects FreeSWITCH from SIP attacks without banning registered offices.
 
 Usage:
-  sipwarden run     [-config FILE]                     the daemon
-  sipwarden replay  [-config FILE] [-format table|json] [-registrations FILE] FILE...
-  sipwarden check   [-api URL] IP                      exit 0 whitelisted, 1 not, 2 error
-  sipwarden bans    list|add|del [-api URL] [...]      manage bans through the daemon
+  sipwarden run       [-config FILE]                          the daemon
+  sipwarden replay    [-config FILE] [-format table|json] [-registrations FILE] [-q] FILE...
+  sipwarden check     [-api URL] [-q] [-json] IP              exit 0 do not ban (whitelisted or never-ban), 1 bannable, 2 error
+  sipwarden bans      list [-json] | add [-for DUR] [-reason TEXT] IP | del IP
+  sipwarden whitelist [-json]                                 static entries and live registrations
+  sipwarden offenders [-json]                                 addresses the jail is watching
+  sipwarden status    [-json]                                 Event Socket, registrations, bans, top offenders
+  sipwarden config    check [-config FILE] | defaults
   sipwarden version
+
+Every command reads -config FILE, else $SIPWARDEN_CONFIG, else ` + DefaultConfigPath + `
+when it exists, else the built-in defaults. The commands that talk to the daemon
+take -api URL (default: from api.listen) and -token-file FILE (default: the
+config's api.token, api.token_file, or the token the daemon generated).
 
 Run 'sipwarden COMMAND -h' for a command's flags.
 `
@@ -48,15 +65,24 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
+	io := cmdIO{stdout: stdout, stderr: stderr}
 	switch args[0] {
 	case "run":
-		return cmdRun(args[1:], stdin, stderr)
+		return io.run(args[1:], stdin)
 	case "replay":
-		return cmdReplay(args[1:], stdout, stderr)
+		return io.replay(args[1:])
 	case "check":
-		return cmdCheck(args[1:], stdout, stderr)
+		return io.check(args[1:])
 	case "bans":
-		return cmdBans(args[1:], stdout, stderr)
+		return io.bans(args[1:])
+	case "whitelist":
+		return io.whitelist(args[1:])
+	case "offenders":
+		return io.offenders(args[1:])
+	case "status":
+		return io.status(args[1:])
+	case "config":
+		return io.config(args[1:])
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, versionString())
 		return 0
@@ -68,55 +94,149 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return 2
 }
 
-func versionString() string {
-	commit := "unknown"
+type cmdIO struct{ stdout, stderr io.Writer }
+
+func commit() string {
+	if Commit != "" {
+		return Commit
+	}
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, s := range bi.Settings {
 			if s.Key == "vcs.revision" {
-				commit = s.Value
+				return s.Value
 			}
 		}
 	}
-	return fmt.Sprintf("sipwarden %s (%s, commit %s, %s/%s)", daemon.Version, runtime.Version(), commit, runtime.GOOS, runtime.GOARCH)
+	return "unknown"
 }
 
-func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
+func versionString() string {
+	return fmt.Sprintf("sipwarden %s (%s, commit %s, %s/%s)", daemon.Version, runtime.Version(), commit(), runtime.GOOS, runtime.GOARCH)
+}
+
+// command is one subcommand's flag set with its synopsis.
+type command struct {
+	fs       *flag.FlagSet
+	synopsis string
+	about    string
+	cfg      *string
+	io       cmdIO
+}
+
+func (c cmdIO) newCommand(name, synopsis, about string) *command {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: %s\n\nFlags:\n", synopsis)
-		fs.PrintDefaults()
-	}
-	return fs
+	fs.SetOutput(io.Discard)
+	cmd := &command{fs: fs, synopsis: synopsis, about: about, io: c}
+	cmd.cfg = fs.String("config", "", "YAML config file (default: $SIPWARDEN_CONFIG, else "+DefaultConfigPath+" if it exists, else built-in defaults)")
+	return cmd
 }
 
-// parse returns (done, code): done when -h was asked or parsing failed.
-func parse(fs *flag.FlagSet, args []string) (bool, int) {
-	if err := fs.Parse(args); err != nil {
+func (c *command) printUsage(w io.Writer) {
+	fmt.Fprintf(w, "Usage: %s\n\n", c.synopsis)
+	if c.about != "" {
+		fmt.Fprintf(w, "%s\n\n", c.about)
+	}
+	fmt.Fprintln(w, "Flags:")
+	c.fs.SetOutput(w)
+	c.fs.PrintDefaults()
+	c.fs.SetOutput(io.Discard)
+}
+
+// parse parses flags anywhere among the arguments (`bans add 198.51.100.9
+// -for 10m` as well as `bans add -for 10m 198.51.100.9`); "--" ends the
+// flags. -h prints the usage on stdout. done: stop with code.
+func (c *command) parse(args []string) (pos []string, done bool, code int) {
+	for {
+		err := c.fs.Parse(args)
 		if errors.Is(err, flag.ErrHelp) {
-			return true, 0
+			c.printUsage(c.io.stdout)
+			return nil, true, 0
 		}
-		return true, 2
+		if err != nil {
+			fmt.Fprintf(c.io.stderr, "sipwarden %s: %v\n", c.fs.Name(), err)
+			c.printUsage(c.io.stderr)
+			return nil, true, 2
+		}
+		rest := c.fs.Args()
+		if len(rest) == 0 {
+			return pos, false, 0
+		}
+		if i := len(args) - len(rest) - 1; i >= 0 && args[i] == "--" {
+			return append(pos, rest...), false, 0
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
 	}
-	return false, 0
 }
 
-func cmdRun(args []string, stdin io.Reader, stderr io.Writer) int {
-	fs := newFlags("run", "sipwarden run [-config FILE]", stderr)
-	cfgPath := fs.String("config", os.Getenv("SIPWARDEN_CONFIG"), "YAML config file (default: built-in defaults; env SIPWARDEN_CONFIG)")
-	if done, code := parse(fs, args); done {
+// fail prints one error line for the command and returns 2.
+func (c *command) fail(format string, args ...any) int {
+	fmt.Fprintf(c.io.stderr, "sipwarden %s: %s\n", c.fs.Name(), fmt.Sprintf(format, args...))
+	return 2
+}
+
+func (c *command) set(name string) bool {
+	set := false
+	c.fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+// configPath: -config, else $SIPWARDEN_CONFIG, else DefaultConfigPath when
+// it exists (or exists but cannot be read: that must fail, not fall back),
+// else "" (the built-in defaults). An explicitly empty value means the
+// defaults.
+func (c *command) configPath() string {
+	if c.set("config") {
+		return *c.cfg
+	}
+	if v, ok := os.LookupEnv("SIPWARDEN_CONFIG"); ok {
+		return v
+	}
+	if _, err := os.Stat(DefaultConfigPath); err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return DefaultConfigPath
+	}
+	return ""
+}
+
+// load loads the configuration; a failure is printed with every problem,
+// one per line, and code 2.
+func (c *command) load() (config.Config, bool) {
+	path := c.configPath()
+	cfg, err := config.Load(path, os.Environ())
+	if err != nil {
+		where := path
+		if where == "" {
+			where = "built-in defaults and environment"
+		}
+		fmt.Fprintf(c.io.stderr, "sipwarden: invalid configuration (%s):\n%s\n", where, indent(err.Error()))
+		return cfg, false
+	}
+	return cfg, true
+}
+
+func indent(s string) string {
+	return "  " + strings.ReplaceAll(s, "\n", "\n  ")
+}
+
+func (c cmdIO) run(args []string, stdin io.Reader) int {
+	cmd := c.newCommand("run", "sipwarden run [-config FILE]", "Runs the daemon until SIGTERM or SIGINT; SIGHUP reloads the configuration.")
+	pos, done, code := cmd.parse(args)
+	if done {
 		return code
 	}
-	cfg, err := config.Load(*cfgPath, os.Environ())
-	if err != nil {
-		fmt.Fprintf(stderr, "sipwarden: invalid configuration:\n%s\n", indent(err.Error()))
+	if len(pos) > 0 {
+		return cmd.fail("unexpected arguments %q", pos)
+	}
+	cfg, ok := cmd.load()
+	if !ok {
 		return 2
 	}
+	cfgPath := cmd.configPath()
 	level := new(slog.LevelVar)
-	logger := daemon.NewLogger(cfg.Log, stderr, level)
+	logger := daemon.NewLogger(cfg.Log, c.stderr, level)
 	d, err := daemon.New(cfg, daemon.Options{Logger: logger, LogLevel: level, Stdin: stdin})
 	if err != nil {
-		fmt.Fprintf(stderr, "sipwarden: %v\n", err)
+		fmt.Fprintf(c.stderr, "sipwarden: %v\n", err)
 		return 1
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -124,18 +244,18 @@ func cmdRun(args []string, stdin io.Reader, stderr io.Writer) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
+	done2 := make(chan error, 1)
+	go func() { done2 <- d.Run(ctx) }()
 	for {
 		select {
-		case err := <-done:
+		case err := <-done2:
 			if err != nil {
-				fmt.Fprintf(stderr, "sipwarden: %v\n", err)
+				fmt.Fprintf(c.stderr, "sipwarden: %v\n", err)
 				return 1
 			}
 			return 0
 		case <-hup:
-			next, err := config.Load(*cfgPath, os.Environ())
+			next, err := config.Load(cfgPath, os.Environ())
 			if err != nil {
 				logger.Error("reload rejected; keeping the running configuration", "errors", err.Error())
 				continue
@@ -150,77 +270,124 @@ func cmdRun(args []string, stdin io.Reader, stderr io.Writer) int {
 	}
 }
 
-func indent(s string) string {
-	return "  " + strings.ReplaceAll(s, "\n", "\n  ")
-}
-
-func cmdReplay(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("replay", "sipwarden replay [-config FILE] [-format table|json] [-registrations FILE] FILE...", stderr)
-	cfgPath := fs.String("config", os.Getenv("SIPWARDEN_CONFIG"), "YAML config file for rules and jail settings")
-	format := fs.String("format", "table", "output: table or json (one object per line)")
-	regs := fs.String("registrations", "", "FreeSWITCH 'show registrations as json' output: IPs live there are protected")
-	quiet := fs.Bool("q", false, "no progress on stderr")
-	if done, code := parse(fs, args); done {
+func (c cmdIO) replay(args []string) int {
+	cmd := c.newCommand("replay", "sipwarden replay [-config FILE] [-format table|json] [-registrations FILE] [-q] FILE...",
+		"Judges FreeSWITCH logs (plain or .gz) and pcap/pcapng captures offline with the daemon's rules and jail. Bans nothing.")
+	format := cmd.fs.String("format", "table", "output: table or json (one object per line)")
+	regs := cmd.fs.String("registrations", "", "FreeSWITCH 'show registrations as json' output: IPs live there are protected")
+	quiet := cmd.fs.Bool("q", false, "no progress on stderr")
+	files, done, code := cmd.parse(args)
+	if done {
 		return code
 	}
-	if fs.NArg() == 0 {
-		fmt.Fprintln(stderr, "sipwarden replay: no input files (FreeSWITCH logs, plain or .gz, and pcap/pcapng captures)")
-		fs.Usage()
+	if len(files) == 0 {
+		cmd.fail("no input files (FreeSWITCH logs, plain or .gz, and pcap/pcapng captures)")
+		cmd.printUsage(c.stderr)
 		return 2
 	}
 	if *format != "table" && *format != "json" {
-		fmt.Fprintf(stderr, "sipwarden replay: -format must be table or json, got %q\n", *format)
+		return cmd.fail("-format must be table or json, got %q", *format)
+	}
+	for _, f := range files {
+		if err := checkInputKind(f); err != nil {
+			return cmd.fail("%v", err)
+		}
+	}
+	cfg, ok := cmd.load()
+	if !ok {
 		return 2
 	}
-	cfg, err := config.Load(*cfgPath, os.Environ())
-	if err != nil {
-		fmt.Fprintf(stderr, "sipwarden: invalid configuration:\n%s\n", indent(err.Error()))
-		return 2
-	}
-	opt := replay.Options{Config: cfg, Files: fs.Args(), Registrations: *regs}
+	opt := replay.Options{Config: cfg, Files: files, Registrations: *regs}
 	if !*quiet {
-		opt.Progress = stderr
+		opt.Progress = c.stderr
 	}
 	rep, err := replay.Run(context.Background(), opt)
 	if err != nil {
-		fmt.Fprintf(stderr, "sipwarden replay: %v\n", err)
-		return 2
+		return cmd.fail("%v", err)
 	}
 	if *format == "json" {
-		err = rep.WriteJSON(stdout)
+		err = rep.WriteJSON(c.stdout)
 	} else {
-		err = rep.WriteTable(stdout)
+		err = rep.WriteTable(c.stdout)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "sipwarden replay: %v\n", err)
-		return 2
+		return cmd.fail("%v", err)
 	}
 	return 0
 }
 
-// apiFlags adds -api, -config and -token-file and returns a client maker.
-func apiFlags(fs *flag.FlagSet) func() (*api.Client, error) {
-	apiURL := fs.String("api", os.Getenv("SIPWARDEN_API"), "daemon API base URL (default: from the config's api.listen)")
-	cfgPath := fs.String("config", os.Getenv("SIPWARDEN_CONFIG"), "YAML config file to read api.listen and the token from")
-	tokenFile := fs.String("token-file", "", "file holding the API bearer token (default: the config's api.token/token_file)")
-	return func() (*api.Client, error) {
-		cfg, err := config.Load(*cfgPath, os.Environ())
-		if err != nil {
-			return nil, err
-		}
-		c := &api.Client{Base: *apiURL, Token: cfg.API.Token}
-		if c.Base == "" {
-			c.Base = baseURL(cfg.API.Listen)
-		}
-		if *tokenFile != "" {
-			b, err := os.ReadFile(*tokenFile)
-			if err != nil {
-				return nil, err
-			}
-			c.Token = strings.TrimSpace(string(b))
-		}
-		return c, nil
+// apiCommand is a command that talks to the running daemon.
+type apiCommand struct {
+	*command
+	api       *string
+	tokenFile *string
+	jsonOut   *bool
+	tokenHint string // where the token is, for a 401
+}
+
+func (c cmdIO) newAPICommand(name, synopsis, about string) *apiCommand {
+	cmd := &apiCommand{command: c.newCommand(name, synopsis, about)}
+	cmd.api = cmd.fs.String("api", "", "daemon API: URL or host:port (default: $SIPWARDEN_API, else from the config's api.listen)")
+	cmd.tokenFile = cmd.fs.String("token-file", "", "file holding the API token (default: the config's api.token, else its api.token_file or the token generated next to jail.state_file)")
+	return cmd
+}
+
+func (c *apiCommand) addJSON() {
+	c.jsonOut = c.fs.Bool("json", false, "print the daemon's JSON answer")
+}
+
+// client builds the API client from the flags and the config.
+func (c *apiCommand) client() (*api.Client, int) {
+	cfg, ok := c.load()
+	if !ok {
+		return nil, 2
 	}
+	base := *c.api
+	if base == "" {
+		base = os.Getenv("SIPWARDEN_API")
+	}
+	if base == "" {
+		base = baseURL(cfg.API.Listen)
+	}
+	u, err := normalizeURL(base)
+	if err != nil {
+		return nil, c.fail("-api %q: %v", base, err)
+	}
+	cl := &api.Client{Base: u, Token: cfg.API.Token}
+	switch {
+	case *c.tokenFile != "":
+		b, err := os.ReadFile(*c.tokenFile)
+		if err != nil {
+			return nil, c.fail("-token-file: %v", err)
+		}
+		cl.Token = strings.TrimSpace(string(b))
+	case cl.Token == "":
+		// The token the daemon generated; unreadable is fine until a change
+		// is asked for (the 401 then says where it is).
+		if b, err := os.ReadFile(cfg.TokenPath()); err == nil {
+			cl.Token = strings.TrimSpace(string(b))
+		}
+	}
+	c.tokenHint = cfg.TokenPath()
+	return cl, 0
+}
+
+// normalizeURL accepts a URL or a bare host:port (http is assumed).
+func normalizeURL(s string) (string, error) {
+	if !strings.Contains(s, "://") {
+		s = "http://" + s
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", err
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return "", fmt.Errorf("scheme must be http or https")
+	}
+	if u.Host == "" {
+		return "", fmt.Errorf("no host")
+	}
+	return strings.TrimRight(u.String(), "/"), nil
 }
 
 // baseURL turns a listen address into a URL a local client can reach.
@@ -238,125 +405,15 @@ func baseURL(listen string) string {
 	return "http://" + net.JoinHostPort(host, port)
 }
 
-func cmdCheck(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("check", "sipwarden check [-api URL] [-q] IP   (exit 0 whitelisted, 1 not, 2 error)", stderr)
-	client := apiFlags(fs)
-	quiet := fs.Bool("q", false, "print nothing; answer with the exit code only")
-	if done, code := parse(fs, args); done {
-		if code == 0 {
-			return 0
-		}
-		return 2
+// apiError prints err, with a hint for a missing token, and returns 2.
+func (c *apiCommand) apiError(err error) int {
+	var se *api.StatusError
+	if errors.As(err, &se) && se.Status == 401 {
+		return c.fail("%v\n  the token is in %s: run as a user who can read it (sudo), or pass -token-file", err, c.tokenHint)
 	}
-	if fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "sipwarden check: exactly one IP address expected")
-		return 2
-	}
-	c, err := client()
-	if err != nil {
-		fmt.Fprintf(stderr, "sipwarden check: %v\n", err)
-		return 2
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	ok, entry, err := c.Check(ctx, fs.Arg(0))
-	if err != nil {
-		fmt.Fprintf(stderr, "sipwarden check: %v\n", err)
-		return 2
-	}
-	if !ok {
-		if !*quiet {
-			fmt.Fprintf(stdout, "%s not whitelisted\n", fs.Arg(0))
-		}
-		return 1
-	}
-	if !*quiet {
-		why, _ := entry["reason"].(string)
-		regs, _ := entry["registrations"].([]any)
-		fmt.Fprintf(stdout, "%s whitelisted (%s, %d live registrations)\n", fs.Arg(0), why, len(regs))
-	}
-	return 0
+	return c.fail("%v", err)
 }
 
-func cmdBans(args []string, stdout, stderr io.Writer) int {
-	const syn = "sipwarden bans list [-api URL] | add [-api URL] [-for DUR] [-reason TEXT] IP | del [-api URL] IP"
-	if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "--help" {
-		fmt.Fprintf(stderr, "Usage: %s\n", syn)
-		if len(args) == 0 {
-			return 2
-		}
-		return 0
-	}
-	sub := args[0]
-	fs := newFlags("bans "+sub, syn, stderr)
-	client := apiFlags(fs)
-	var dur *time.Duration
-	var reason *string
-	if sub == "add" {
-		dur = fs.Duration("for", 0, "ban duration (default: the daemon's jail.bantime)")
-		reason = fs.String("reason", "manual", "why, shown in the ban list")
-	}
-	if done, code := parse(fs, args[1:]); done {
-		return code
-	}
-	c, err := client()
-	if err != nil {
-		fmt.Fprintf(stderr, "sipwarden bans: %v\n", err)
-		return 2
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	switch sub {
-	case "list":
-		bans, err := c.Bans(ctx)
-		if err != nil {
-			fmt.Fprintf(stderr, "sipwarden bans list: %v\n", err)
-			return 2
-		}
-		printBans(stdout, bans)
-		return 0
-	case "add", "del":
-		if fs.NArg() != 1 {
-			fmt.Fprintf(stderr, "sipwarden bans %s: exactly one IP address expected\n", sub)
-			return 2
-		}
-		if sub == "add" {
-			_, err = c.AddBan(ctx, fs.Arg(0), *dur, *reason)
-		} else {
-			err = c.DelBan(ctx, fs.Arg(0))
-		}
-		if errors.Is(err, api.ErrRefused) {
-			fmt.Fprintf(stderr, "sipwarden bans %s: refused: %v\n", sub, err)
-			return 1
-		}
-		if err != nil {
-			fmt.Fprintf(stderr, "sipwarden bans %s: %v\n", sub, err)
-			return 2
-		}
-		if sub == "add" {
-			fmt.Fprintf(stdout, "banned %s\n", fs.Arg(0))
-		} else {
-			fmt.Fprintf(stdout, "unbanned %s\n", fs.Arg(0))
-		}
-		return 0
-	}
-	fmt.Fprintf(stderr, "sipwarden bans: unknown subcommand %q\nUsage: %s\n", sub, syn)
-	return 2
-}
-
-func printBans(w io.Writer, bans []map[string]any) {
-	sort.Slice(bans, func(i, j int) bool { return fmt.Sprint(bans[i]["ip"]) < fmt.Sprint(bans[j]["ip"]) })
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "IP\tRULE\tCOUNT\tEXPIRES\tREASON")
-	for _, b := range bans {
-		expires, ok := b["expires_at"].(string)
-		if !ok || expires == "" {
-			expires = "never"
-		}
-		fmt.Fprintf(tw, "%v\t%v\t%v\t%v\t%v\n", b["ip"], b["rule"], b["count"], expires, b["reason"])
-	}
-	tw.Flush()
-	if len(bans) == 0 {
-		fmt.Fprintln(w, "(no active bans)")
-	}
+func timeout() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), 10*time.Second)
 }

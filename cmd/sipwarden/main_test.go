@@ -108,7 +108,9 @@ func getInNS(t *testing.T, ns, url string) (int, string, error) {
 func startInNS(t *testing.T, ns string, env ...string) (*exec.Cmd, *syncBuf, chan error) {
 	t.Helper()
 	cmd := exec.Command("ip", "netns", "exec", ns, binary, "run")
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
+	// SIPWARDEN_CONFIG empty: the built-in defaults, whatever this host has
+	// in /etc/sipwarden (env may name a file instead).
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "SIPWARDEN_CONFIG="}, env...)
 	stderr := &syncBuf{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
@@ -280,12 +282,19 @@ func TestInstallRule(t *testing.T) {
 }
 
 // TestBansAgainstKernel: `sipwarden bans add/list/del` through a daemon
-// with the ipset backend change the kernel set; refusals exit 1.
+// with the ipset backend change the kernel set; refusals exit 1. The
+// daemon generates its API token next to the state file, as the shipped
+// configuration does, and the commands find it through the same config.
 func TestBansAgainstKernel(t *testing.T) {
 	ns := newNS(t)
-	_, stderr, exited := startInNS(t, ns, "SIPWARDEN_ESL_DISABLED=true", "SIPWARDEN_SIP_HEP_LISTEN=")
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "sipwarden.yaml")
+	os.WriteFile(cfg, []byte("jail:\n  state_file: "+dir+"/state.json\n"), 0o600)
+	_, stderr, exited := startInNS(t, ns, "SIPWARDEN_CONFIG="+cfg, "SIPWARDEN_ESL_DISABLED=true", "SIPWARDEN_SIP_HEP_LISTEN=")
 	cli := func(args ...string) (int, string) {
-		out, err := exec.Command("ip", append([]string{"netns", "exec", ns, binary}, args...)...).CombinedOutput()
+		c := exec.Command("ip", append([]string{"netns", "exec", ns, binary}, args...)...)
+		c.Env = []string{"PATH=" + os.Getenv("PATH"), "SIPWARDEN_CONFIG=" + cfg}
+		out, err := c.CombinedOutput()
 		return exitCode(err), string(out)
 	}
 	inSet := func(set, ip string) bool {
@@ -307,7 +316,7 @@ func TestBansAgainstKernel(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if code, out := cli("bans", "add", "-for", "10m", "-reason", "test", "198.51.100.7"); code != 0 {
+	if code, out := cli("bans", "add", "198.51.100.7", "-for", "10m", "-reason", "test"); code != 0 || !strings.Contains(out, "banned 198.51.100.7 until") {
 		t.Fatalf("bans add: %d %s", code, out)
 	}
 	if code, out := cli("bans", "add", "2001:db8::7"); code != 0 {

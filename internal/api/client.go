@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -20,6 +22,9 @@ type Client struct {
 	Token string
 	HTTP  *http.Client
 }
+
+// ErrNotRunning: nothing listens at the client's base URL.
+var ErrNotRunning = errors.New("sipwarden is not running")
 
 // ErrRefused is returned when the daemon refuses a change (409: whitelisted
 // or never-ban; 404 on delete: not banned).
@@ -65,6 +70,13 @@ func (c *Client) do(ctx context.Context, method, path string, body any, out any)
 		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
 	resp, err := hc.Do(req)
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return 0, fmt.Errorf("%w at %s: start it or pass -api", ErrNotRunning, c.Base)
+	}
+	var nerr net.Error
+	if errors.As(err, &nerr) && nerr.Timeout() {
+		return 0, fmt.Errorf("no answer from sipwarden at %s in time: is it the right address (-api)?", c.Base)
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -106,6 +118,46 @@ func (c *Client) Check(ctx context.Context, ip string) (whitelisted bool, entry 
 	default:
 		return false, out, statusErr(status, out)
 	}
+}
+
+// CheckIP asks whether ip may be banned at all (GET /v1/check/{ip}).
+func (c *Client) CheckIP(ctx context.Context, ip string) (CheckAnswer, error) {
+	var a CheckAnswer
+	if _, err := ParseIP(ip); err != nil {
+		return a, err
+	}
+	var raw json.RawMessage
+	status, err := c.do(ctx, http.MethodGet, "/v1/check/"+url.PathEscape(ip), nil, &raw)
+	if err != nil {
+		return a, err
+	}
+	if status != http.StatusOK {
+		var out map[string]any
+		_ = json.Unmarshal(raw, &out)
+		return a, statusErr(status, out)
+	}
+	if err := json.Unmarshal(raw, &a); err != nil {
+		return a, fmt.Errorf("undecodable answer: %w", err)
+	}
+	return a, nil
+}
+
+// Get fetches path and decodes its JSON answer into out (the listings).
+func (c *Client) Get(ctx context.Context, path string, out any) error {
+	var raw json.RawMessage
+	status, err := c.do(ctx, http.MethodGet, path, nil, &raw)
+	if err != nil {
+		return err
+	}
+	if status != http.StatusOK {
+		var m map[string]any
+		_ = json.Unmarshal(raw, &m)
+		return statusErr(status, m)
+	}
+	if err := json.Unmarshal(raw, out); err != nil {
+		return fmt.Errorf("undecodable answer: %w", err)
+	}
+	return nil
 }
 
 // Bans lists the active bans.

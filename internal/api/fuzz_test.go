@@ -18,11 +18,14 @@ func FuzzBanRequest(f *testing.F) {
 	} {
 		f.Add(s)
 	}
-	fx := newFixture(f, "")
+	fx := newFixture(f, testToken)
 	allowed := map[int]bool{201: true, 400: true, 409: true, 413: true}
 	f.Fuzz(func(t *testing.T, body string) {
 		req := httptest.NewRequest("POST", "/v1/bans", strings.NewReader(body))
 		req.RemoteAddr = "127.0.0.1:1"
+		req.Host = "127.0.0.1:9091"
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+testToken)
 		rec := httptest.NewRecorder()
 		fx.srv.Handler().ServeHTTP(rec, req)
 		if !allowed[rec.Code] {

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"strings"
@@ -20,14 +22,20 @@ import (
 	"github.com/sipwarden/sipwarden/internal/whitelist"
 )
 
+// testToken is the token every fixture requires.
+const testToken = "test-token-5d1e8a7c"
+
 type fixture struct {
-	srv  *Server
-	wl   *whitelist.Whitelist
-	jail *jail.Jail
-	fw   *ban.DryRun
+	token string
+	srv   *Server
+	wl    *whitelist.Whitelist
+	jail  *jail.Jail
+	fw    *ban.DryRun
 }
 
-func newFixture(t testing.TB, token string) *fixture {
+// newFixture builds a server whose mutations need token ("" means none is
+// configured: every change is refused).
+func newFixture(t testing.TB, token string, opts ...func(*Options)) *fixture {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	wl := whitelist.New(whitelist.Options{
@@ -51,18 +59,27 @@ func newFixture(t testing.TB, token string) *fixture {
 	done := make(chan error, 1)
 	go func() { done <- jl.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	srv, err := New(Options{
+	o := Options{
 		Token: token, Whitelist: wl, Jail: jl, Gatherer: reg,
 		Checks: []Check{{Name: "esl", Ready: func() (string, bool) { return "not connected to 127.0.0.1:8021", false }}},
-	})
+	}
+	for _, f := range opts {
+		f(&o)
+	}
+	srv, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{srv: srv, wl: wl, jail: jl, fw: fw}
+	return &fixture{token: token, srv: srv, wl: wl, jail: jl, fw: fw}
 }
 
+// call is one request. token "" sends the fixture's token, "-" none;
+// host "" is 127.0.0.1:9091; ctype "" is application/json when there is a
+// body, "-" none.
 type call struct {
 	method, path, body, token, remote string
+	host, origin, ctype               string
+	hdr                               map[string]string
 }
 
 func (f *fixture) do(t *testing.T, c call) (int, map[string]any) {
@@ -73,8 +90,31 @@ func (f *fixture) do(t *testing.T, c call) (int, map[string]any) {
 	} else {
 		req.RemoteAddr = "127.0.0.1:40000"
 	}
-	if c.token != "" {
+	switch c.token {
+	case "-":
+	case "":
+		if f.token != "" {
+			req.Header.Set("Authorization", "Bearer "+f.token)
+		}
+	default:
 		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	req.Host = "127.0.0.1:9091"
+	if c.host != "" {
+		req.Host = c.host
+	}
+	if c.origin != "" {
+		req.Header.Set("Origin", c.origin)
+	}
+	switch {
+	case c.ctype == "-":
+	case c.ctype != "":
+		req.Header.Set("Content-Type", c.ctype)
+	case c.body != "":
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range c.hdr {
+		req.Header.Set(k, v)
 	}
 	rec := httptest.NewRecorder()
 	f.srv.Handler().ServeHTTP(rec, req)
@@ -88,7 +128,7 @@ func (f *fixture) do(t *testing.T, c call) (int, map[string]any) {
 }
 
 func TestReadEndpoints(t *testing.T) {
-	f := newFixture(t, "")
+	f := newFixture(t, testToken)
 	for _, tc := range []struct {
 		name, path string
 		want       int
@@ -167,7 +207,7 @@ func TestReadEndpoints(t *testing.T) {
 }
 
 func TestBanLifecycle(t *testing.T) {
-	f := newFixture(t, "")
+	f := newFixture(t, testToken)
 	code, out := f.do(t, call{method: "POST", path: "/v1/bans", body: `{"ip":"198.51.100.7","duration":"90m","reason":"seen scanning"}`})
 	if code != 201 || out["ip"] != "198.51.100.7" || out["reason"] != "seen scanning" {
 		t.Fatalf("POST = %d %v", code, out)
@@ -202,7 +242,7 @@ func TestBanLifecycle(t *testing.T) {
 }
 
 func TestBanRefusalsAndBadInput(t *testing.T) {
-	f := newFixture(t, "")
+	f := newFixture(t, testToken)
 	big := `{"ip":"198.51.100.7","reason":"` + strings.Repeat("x", MaxBody) + `"}`
 	for _, tc := range []struct {
 		name string
@@ -241,37 +281,175 @@ func TestBanRefusalsAndBadInput(t *testing.T) {
 
 func TestMutationAuth(t *testing.T) {
 	body := `{"ip":"198.51.100.7"}`
-	t.Run("no token: loopback only", func(t *testing.T) {
-		f := newFixture(t, "")
-		if code, _ := f.do(t, call{method: "POST", path: "/v1/bans", body: body, remote: "198.51.100.50:5555"}); code != 403 {
-			t.Errorf("remote POST = %d, want 403", code)
+	t.Run("no token configured: every change refused, loopback too", func(t *testing.T) {
+		f := newFixture(t, "", func(o *Options) { o.NoTokenWhy = "cannot create /nonexistent/api.token" })
+		code, out := f.do(t, call{method: "POST", path: "/v1/bans", body: body, token: "-", remote: "[::1]:5555"})
+		if code != 403 || !strings.Contains(fmt.Sprint(out["error"]), "/nonexistent/api.token") {
+			t.Errorf("loopback POST = %d %v, want 403 saying why", code, out)
 		}
-		if code, _ := f.do(t, call{method: "DELETE", path: "/v1/bans/198.51.100.7", remote: "[2001:db8::5]:5555"}); code != 403 {
-			t.Errorf("remote DELETE = %d, want 403", code)
+		if code, _ := f.do(t, call{method: "DELETE", path: "/v1/bans/198.51.100.7", token: "anything"}); code != 403 {
+			t.Errorf("DELETE = %d, want 403", code)
 		}
 		if code, _ := f.do(t, call{method: "GET", path: "/v1/bans", remote: "198.51.100.50:5555"}); code != 200 {
-			t.Errorf("remote GET = %d, want 200", code)
-		}
-		if code, _ := f.do(t, call{method: "POST", path: "/v1/bans", body: body, remote: "[::1]:5555"}); code != 201 {
-			t.Errorf("loopback POST = %d, want 201", code)
+			t.Errorf("GET = %d, want 200", code)
 		}
 	})
-	t.Run("token required", func(t *testing.T) {
-		f := newFixture(t, "s3cret")
-		if code, _ := f.do(t, call{method: "POST", path: "/v1/bans", body: body}); code != 401 {
+	t.Run("token required, loopback too", func(t *testing.T) {
+		f := newFixture(t, testToken)
+		if code, _ := f.do(t, call{method: "POST", path: "/v1/bans", body: body, token: "-"}); code != 401 {
 			t.Errorf("loopback without token = %d, want 401", code)
 		}
 		if code, _ := f.do(t, call{method: "POST", path: "/v1/bans", body: body, token: "wrong"}); code != 401 {
 			t.Errorf("wrong token = %d, want 401", code)
 		}
-		if code, _ := f.do(t, call{method: "POST", path: "/v1/bans", body: body, token: "s3cret", remote: "198.51.100.50:5555"}); code != 201 {
+		if code, _ := f.do(t, call{method: "POST", path: "/v1/bans", body: body, remote: "198.51.100.50:5555"}); code != 201 {
 			t.Errorf("remote with token = %d, want 201", code)
 		}
 	})
 }
 
+// TestBrowserAttacks is issue 12 item 8: a page in the operator's browser
+// cannot reach the API through DNS rebinding (a foreign Host), cross-origin
+// requests (Origin, Sec-Fetch-Site) or a form post (a body not declared
+// JSON), even with the token (a browser would not have it, but the checks
+// must not depend on that).
+func TestBrowserAttacks(t *testing.T) {
+	f := newFixture(t, testToken)
+	ban := `{"ip":"198.51.100.8"}`
+	for _, tc := range []struct {
+		name string
+		c    call
+		want int
+	}{
+		{"rebound name, GET", call{method: "GET", path: "/v1/whitelist", host: "evil.example:9091"}, 403},
+		{"rebound name, POST", call{method: "POST", path: "/v1/bans", body: ban, host: "evil.example"}, 403},
+		{"rebound name, check", call{method: "GET", path: "/v1/check/203.0.113.10", host: "attacker.test:9091"}, 403},
+		{"empty Host", call{method: "GET", path: "/v1/bans", host: " "}, 403},
+		{"cross origin POST", call{method: "POST", path: "/v1/bans", body: ban, origin: "http://evil.example"}, 403},
+		{"cross origin, other port", call{method: "POST", path: "/v1/bans", body: ban, origin: "http://127.0.0.1:8080"}, 403},
+		{"null origin", call{method: "DELETE", path: "/v1/bans/198.51.100.8", origin: "null"}, 403},
+		{"cross-site fetch", call{method: "GET", path: "/v1/whitelist", hdr: map[string]string{"Sec-Fetch-Site": "cross-site"}}, 403},
+		{"text/plain body", call{method: "POST", path: "/v1/bans", body: ban, ctype: "text/plain"}, 415},
+		{"form body", call{method: "POST", path: "/v1/bans", body: "ip=198.51.100.8", ctype: "application/x-www-form-urlencoded"}, 415},
+		{"no content type", call{method: "POST", path: "/v1/bans", body: ban, ctype: "-"}, 415},
+		{"json-ish type", call{method: "POST", path: "/v1/bans", body: ban, ctype: "application/jsonx"}, 415},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out := f.do(t, tc.c)
+			if code != tc.want || out["error"] == nil {
+				t.Errorf("status %d %v, want %d with a JSON error", code, out, tc.want)
+			}
+		})
+	}
+	if len(f.jail.Bans()) != 0 {
+		t.Fatalf("a refused request banned: %v", f.jail.Bans())
+	}
+	for _, tc := range []struct {
+		name string
+		c    call
+	}{
+		{"IPv6 literal Host", call{method: "GET", path: "/v1/bans", host: "[::1]:9091"}},
+		{"localhost", call{method: "GET", path: "/v1/bans", host: "localhost:9091"}},
+		{"same origin", call{method: "POST", path: "/v1/bans", body: ban, origin: "http://127.0.0.1:9091"}},
+		{"JSON with charset", call{method: "POST", path: "/v1/bans", body: `{"ip":"198.51.100.9"}`, ctype: "application/json; charset=utf-8"}},
+		{"metrics by any name", call{method: "GET", path: "/metrics", host: "sipwarden:9091"}},
+		{"readyz by any name", call{method: "GET", path: "/healthz", host: "sipwarden:9091"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if code, out := f.do(t, tc.c); code >= 400 {
+				t.Errorf("status %d %v", code, out)
+			}
+		})
+	}
+}
+
+// TestRegistrationDetails: off loopback, who is registered from where
+// needs the token; the count and expiry stay visible (check uses them).
+func TestRegistrationDetails(t *testing.T) {
+	for _, tc := range []struct {
+		name, listen, token string
+		details             bool
+	}{
+		{"loopback listener", "127.0.0.1:0", "-", true},
+		{"public listener, no token", "0.0.0.0:0", "-", false},
+		{"public listener, wrong token", "0.0.0.0:0", "wrong", false},
+		{"public listener, token", "0.0.0.0:0", "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, testToken, func(o *Options) { o.Listen = tc.listen })
+			defer f.srv.ln.Close()
+			for _, path := range []string{"/v1/whitelist", "/v1/whitelist/203.0.113.10"} {
+				req := call{method: "GET", path: path, token: tc.token}
+				code, out := f.do(t, req)
+				raw, _ := json.Marshal(out)
+				if code != 200 || !strings.Contains(string(raw), "expires_at") {
+					t.Fatalf("%s = %d %s", path, code, raw)
+				}
+				for _, secret := range []string{"Yealink", "sip:1000@", `"c1"`, "pbx.example"} {
+					if got := strings.Contains(string(raw), secret); got != tc.details {
+						t.Errorf("%s: shows %s = %v, want %v: %s", path, secret, got, tc.details, raw)
+					}
+				}
+			}
+			code, out := f.do(t, call{method: "GET", path: "/v1/check/203.0.113.10", token: tc.token})
+			if code != 200 || out["registrations"] != float64(1) || out["ban_allowed"] != false || out["reason"] != "registered" {
+				t.Errorf("check = %d %v", code, out)
+			}
+		})
+	}
+}
+
+func TestCheckEndpoint(t *testing.T) {
+	f := newFixture(t, testToken)
+	for ip, want := range map[string]string{
+		"127.0.0.1": "never_ban", "fe80::1": "never_ban", "192.0.2.9": "static", "203.0.113.10": "registered", "198.51.100.1": "",
+	} {
+		code, out := f.do(t, call{method: "GET", path: "/v1/check/" + ip})
+		reason, _ := out["reason"].(string)
+		if code != 200 || reason != want || out["ban_allowed"] != (want == "") {
+			t.Errorf("%s: %d %v, want reason %q", ip, code, out, want)
+		}
+	}
+	if code, _ := f.do(t, call{method: "GET", path: "/v1/check/nope"}); code != 400 {
+		t.Errorf("bad ip = %d", code)
+	}
+}
+
+// TestMetricsListener: api.metrics_listen serves /metrics and the probes,
+// nothing of /v1.
+func TestMetricsListener(t *testing.T) {
+	f := newFixture(t, testToken, func(o *Options) { o.Listen = "127.0.0.1:0"; o.MetricsListen = "127.0.0.1:0" })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.srv.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	base := "http://" + f.srv.MetricsAddr().String()
+	for path, want := range map[string]int{"/metrics": 200, "/healthz": 200, "/readyz": 503, "/v1/bans": 404, "/v1/whitelist": 404} {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("metrics listener %s = %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+	resp, err := http.Get("http://" + f.srv.Addr().String() + "/v1/bans")
+	if err != nil || resp.StatusCode != 200 {
+		t.Errorf("main listener: %v %v", resp, err)
+	}
+	if resp != nil {
+		resp.Body.Close()
+	}
+}
+
 func TestMetricsServed(t *testing.T) {
-	f := newFixture(t, "")
+	f := newFixture(t, testToken)
 	f.jail.Offend(offense.Offense{IP: netip.MustParseAddr("198.51.100.3"), Rule: offense.AuthFailure, Source: offense.SourceLog, Time: time.Now()})
 	req := httptest.NewRequest("GET", "/metrics", nil)
 	rec := httptest.NewRecorder()
@@ -282,11 +460,11 @@ func TestMetricsServed(t *testing.T) {
 }
 
 func TestClientAgainstRealServer(t *testing.T) {
-	f := newFixture(t, "tok")
+	f := newFixture(t, testToken)
 	hs := httptest.NewServer(f.srv.Handler())
 	defer hs.Close()
 	ctx := context.Background()
-	c := &Client{Base: hs.URL, Token: "tok"}
+	c := &Client{Base: hs.URL, Token: testToken}
 	if ok, _, err := c.Check(ctx, "203.0.113.10"); !ok || err != nil {
 		t.Errorf("Check office = %v, %v", ok, err)
 	}

@@ -10,6 +10,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
@@ -146,8 +147,14 @@ type Ban struct {
 
 // API configures the HTTP API.
 type API struct {
-	Listen    string `yaml:"listen"`
-	Token     string `yaml:"token"`
+	Listen string `yaml:"listen"`
+	// MetricsListen is an optional second listener serving only /metrics,
+	// /healthz and /readyz.
+	MetricsListen string `yaml:"metrics_listen"`
+	Token         string `yaml:"token"`
+	// TokenFile holds the bearer token every mutation needs; generated
+	// (mode 0600) at the first start when missing. Default: api.token next
+	// to jail.state_file, else DefaultTokenFile.
 	TokenFile string `yaml:"token_file"`
 }
 
@@ -373,6 +380,9 @@ func (c *Config) readSecrets() []error {
 			return
 		}
 		b, err := os.ReadFile(file)
+		if key == "api.token_file" && errors.Is(err, fs.ErrNotExist) {
+			return // the daemon generates it at its first start
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", key, err))
 			return
@@ -537,6 +547,13 @@ func (c *Config) Validate() error {
 		bad("ban.v6_prefix", "must be between 16 and 128, got %d", c.Ban.V6Prefix)
 	}
 	hostPort("api.listen", c.API.Listen, false)
+	hostPort("api.metrics_listen", c.API.MetricsListen, true)
+	if c.API.MetricsListen != "" && c.API.MetricsListen == c.API.Listen {
+		bad("api.metrics_listen", "must differ from api.listen")
+	}
+	if c.API.Token != "" && len(c.API.Token) < 16 {
+		bad("api.token", "must be at least 16 characters (or leave it empty: a token is generated into api.token_file)")
+	}
 	switch strings.ToLower(c.Log.Level) {
 	case "debug", "info", "warn", "error":
 	default:

@@ -119,3 +119,18 @@ func TestSuggest(t *testing.T) {
 		}
 	}
 }
+
+func TestTokenPath(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{API: API{TokenFile: "/etc/sipwarden/token"}, Jail: Jail{StateFile: "/var/lib/x/state.json"}}, "/etc/sipwarden/token"},
+		{Config{Jail: Jail{StateFile: "/srv/sw/state.json"}}, "/srv/sw/api.token"},
+		{Config{}, DefaultTokenFile},
+	} {
+		if got := tc.cfg.TokenPath(); got != tc.want {
+			t.Errorf("TokenPath(%+v) = %q, want %q", tc.cfg.API, got, tc.want)
+		}
+	}
+}

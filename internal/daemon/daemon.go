@@ -217,18 +217,24 @@ func New(cfg config.Config, o Options) (_ *Daemon, err error) {
 	if d.esl != nil {
 		checks = append(checks, api.Check{Name: "esl", Ready: d.esl.Ready})
 	}
+	token, noToken, tokenNote := apiToken(cfg)
 	d.api, err = api.New(api.Options{
-		Listen:    cfg.API.Listen,
-		Token:     cfg.API.Token,
-		Whitelist: d.wl,
-		Jail:      d.jail,
-		Checks:    checks,
-		Gatherer:  d.reg,
-		Logger:    d.log,
+		Listen:        cfg.API.Listen,
+		MetricsListen: cfg.API.MetricsListen,
+		Token:         token,
+		NoTokenWhy:    noToken,
+		DryRun:        strings.HasPrefix(d.backend, config.BackendDryRun),
+		Nodes:         apiNodes(cfg.ESL),
+		Whitelist:     d.wl,
+		Jail:          d.jail,
+		Checks:        checks,
+		Gatherer:      d.reg,
+		Logger:        d.log,
 	})
 	if err != nil {
 		return nil, err
 	}
+	tokenNote(d.log)
 	return d, nil
 }
 

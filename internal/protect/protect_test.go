@@ -15,8 +15,8 @@ import (
 
 var (
 	officeIP = netip.MustParseAddr("198.51.100.10")
-	t0     = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
-	ladder = Ladder{Bantime: time.Hour, MaxBantime: 24 * time.Hour, Factor: 2}
+	t0       = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	ladder   = Ladder{Bantime: time.Hour, MaxBantime: 24 * time.Hour, Factor: 2}
 )
 
 func fail(port uint16, user string, verified bool) offense.Offense {

@@ -189,6 +189,20 @@ func TestCLIAgainstDaemon(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "would ban 198.51.100.9 until ") || !strings.Contains(out, "dry-run") {
 		t.Fatalf("bans add IP -for 10m: %d %q %s", code, out, stderr)
 	}
+	// The log and the metrics say dry-run too.
+	if !strings.Contains(d.stderr.String(), "would ban (dry-run") || strings.Contains(d.stderr.String(), "msg=banned") {
+		t.Errorf("the daemon's log does not say would ban:\n%s", d.stderr.String())
+	}
+	resp, err := http.Get("http://" + d.addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var metrics bytes.Buffer
+	metrics.ReadFrom(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(metrics.String(), `sipwarden_ban_backend{backend="dry-run",fallback="false"} 1`) {
+		t.Errorf("no sipwarden_ban_backend dry-run sample")
+	}
 	for _, dur := range []string{"-5m", "0s"} {
 		if code, _, stderr := cli("bans", "add", "-for", dur, "198.51.100.10"); code != 2 || !strings.Contains(stderr, "positive duration") {
 			t.Errorf("-for %s: %d %s", dur, code, stderr)

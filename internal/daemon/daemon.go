@@ -218,6 +218,7 @@ func New(cfg config.Config, o Options) (_ *Daemon, err error) {
 		checks = append(checks, api.Check{Name: "esl", Ready: d.esl.Ready})
 	}
 	token, noToken, tokenNote := apiToken(cfg)
+	backendInfo(d.reg, d.backend)
 	d.api, err = api.New(api.Options{
 		Listen:        cfg.API.Listen,
 		MetricsListen: cfg.API.MetricsListen,

@@ -2,9 +2,14 @@ package daemon
 
 import (
 	"log/slog"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/sipwarden/sipwarden/internal/api"
 	"github.com/sipwarden/sipwarden/internal/config"
+	"github.com/sipwarden/sipwarden/internal/offense"
 )
 
 // apiToken is the token every API mutation needs: api.token, or the one in
@@ -35,4 +40,20 @@ func apiNodes(e config.ESL) []string {
 		return nil
 	}
 	return e.Nodes()
+}
+
+// backendInfo exports which ban backend really runs, so a dashboard and an
+// alert can tell enforcement from dry-run: sipwarden_ban_backend{backend,
+// fallback} is 1 for the one in use.
+func backendInfo(reg prometheus.Registerer, backend string) {
+	name, fallback := backend, "false"
+	if b, ok := strings.CutSuffix(backend, " (fallback)"); ok {
+		name, fallback = b, "true"
+	}
+	promauto.With(reg).NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: offense.Namespace,
+		Subsystem: "ban",
+		Name:      "backend",
+		Help:      "The ban backend in use (1): ipset enforces, dry-run only says what it would ban; fallback=true when dry-run replaced an ipset backend that could not open.",
+	}, []string{"backend", "fallback"}).WithLabelValues(name, fallback).Set(1)
 }

@@ -82,6 +82,7 @@ type Options struct {
 type Jail struct {
 	opt    Options
 	log    *slog.Logger
+	banMsg string // "banned", or "would ban ..." with the dry-run backend
 	now    func() time.Time
 	fw     ban.Firewall
 	allow  decision.Allowlist
@@ -228,6 +229,10 @@ func New(o Options) (*Jail, error) {
 		active:     make(map[netip.Addr]*offender),
 		queue:      make(chan op, o.QueueSize),
 		errLogLast: make(map[string]time.Time),
+		banMsg:     "banned",
+	}
+	if _, dry := o.Firewall.(*ban.DryRun); dry {
+		j.banMsg = "would ban (dry-run: nothing is written to the firewall)"
 	}
 	m, err := newMetrics(o.Registerer, j.countOf(&j.active), j.countOf(&j.offenders))
 	if err != nil {
@@ -574,7 +579,7 @@ func (j *Jail) Offend(o offense.Offense) {
 		j.m.dropped.Inc()
 	}
 	if j.log.Enabled(context.Background(), slog.LevelInfo) {
-		j.log.Info("banned", "ip", pfx.String(), "rule", b.rule, "score", score, "duration", d, "count", count, "source", string(o.Source), "user", b.user)
+		j.log.Info(j.banMsg, "ip", pfx.String(), "rule", b.rule, "score", score, "duration", d, "count", count, "source", string(o.Source), "user", b.user)
 	}
 }
 
@@ -717,7 +722,7 @@ func (j *Jail) Ban(ctx context.Context, ip netip.Addr, d time.Duration, reason s
 		return fmt.Errorf("ban %s: %w", pfx, err)
 	}
 	j.m.bansManual.Inc()
-	j.log.Info("banned", "ip", pfx.String(), "rule", "manual", "reason", reason, "duration", d)
+	j.log.Info(j.banMsg, "ip", pfx.String(), "rule", "manual", "reason", reason, "duration", d)
 	return nil
 }
 

@@ -4,11 +4,14 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
+	"strings"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/sipwarden/sipwarden/internal/config"
+	"github.com/sipwarden/sipwarden/internal/offense"
 	"github.com/sipwarden/sipwarden/internal/testenv"
 )
 
@@ -138,5 +141,46 @@ func TestReload(t *testing.T) {
 	}
 	if !slices.Contains(r.NeedsRestart, "log.level") || slices.Contains(r.Applied, "log.level") {
 		t.Errorf("log.level without a level var: %+v", r)
+	}
+}
+
+// Every component registers its collectors once, on the daemon's registry,
+// under the one namespace; the sources share parse_errors_total by label.
+func TestMetricsOneRegistry(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.ESL.Disabled = false
+	cfg.ESL.Address = "127.0.0.1:1" // New does not dial
+	cfg.SIP.HEPListen = "127.0.0.1:0"
+	cfg.Logs.Files = []string{filepath.Join(t.TempDir(), "freeswitch.log")}
+	reg := NewRegistry()
+	d, err := New(cfg, Options{Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.close()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sources := map[string]bool{}
+	for _, f := range families {
+		name := f.GetName()
+		if !strings.HasPrefix(name, offense.Namespace+"_") && !strings.HasPrefix(name, "go_") && !strings.HasPrefix(name, "process_") {
+			t.Errorf("metric %s outside the %s namespace", name, offense.Namespace)
+		}
+		if name == offense.Namespace+"_parse_errors_total" {
+			for _, m := range f.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "source" {
+						sources[l.GetValue()] = true
+					}
+				}
+			}
+		}
+	}
+	for _, s := range []offense.Source{offense.SourceLog, offense.SourceESL, offense.SourceHEP, offense.SourceCapture, offense.SourcePCAP} {
+		if !sources[string(s)] {
+			t.Errorf("parse_errors_total has no source %q: %v", s, sources)
+		}
 	}
 }

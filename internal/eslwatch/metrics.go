@@ -2,6 +2,7 @@ package eslwatch
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/sipwarden/sipwarden/internal/offense"
 )
@@ -24,38 +25,38 @@ type metrics struct {
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
+	f := promauto.With(reg)
 	m := &metrics{
-		connected: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: "sipwarden", Name: "esl_connected",
+		connected: f.NewGauge(prometheus.GaugeOpts{
+			Namespace: offense.Namespace, Name: "esl_connected",
 			Help: "Event Socket nodes connected, authenticated, subscribed and resynced (1 per node).",
 		}),
-		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "sipwarden", Name: "esl_reconnects_total",
+		reconnects: f.NewCounter(prometheus.CounterOpts{
+			Namespace: offense.Namespace, Name: "esl_reconnects_total",
 			Help: "Event Socket sessions re-established after an earlier one was lost.",
 		}),
-		disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "sipwarden", Name: "esl_disconnects_total",
+		disconnects: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: offense.Namespace, Name: "esl_disconnects_total",
 			Help: "Event Socket sessions that ended or failed to start, by reason.",
 		}, []string{"reason"}),
-		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "sipwarden", Name: "esl_skipped_total",
+		skipped: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: offense.Namespace, Name: "esl_skipped_total",
 			Help: "Event Socket input counted and skipped, by reason (unknown_type, unexpected_reply, malformed_event, bad_registration).",
 		}, []string{"reason"}),
-		resyncs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "sipwarden", Name: "esl_resyncs_total",
+		resyncs: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: offense.Namespace, Name: "esl_resyncs_total",
 			Help: "Registration resyncs from show registrations as json, by result.",
 		}, []string{"result"}),
 	}
-	events := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "sipwarden", Name: "esl_events_total",
+	events := f.NewCounterVec(prometheus.CounterOpts{
+		Namespace: offense.Namespace, Name: "esl_events_total",
 		Help: "Event Socket events received, by event (subclass for CUSTOM events).",
 	}, []string{"event"})
-	reg.MustRegister(m.connected, m.reconnects, events, m.disconnects, m.skipped, m.resyncs)
 	m.events = make(map[string]prometheus.Counter, len(eventNames))
 	for _, n := range eventNames {
 		m.events[n] = events.WithLabelValues(n)
 	}
-	m.parseErrors = offense.ParseErrors(reg).WithLabelValues("esl")
+	m.parseErrors = offense.ParseErrors(reg, offense.SourceESL)
 	return m
 }
 

@@ -174,7 +174,8 @@ func TestScanCancel(t *testing.T) {
 
 func TestMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	m1, m2 := NewMetrics(reg), NewMetrics(reg) // replay builds one per file
+	m1 := NewMetrics(reg)
+	m2 := m1 // two scans share one set
 	in := attackLine(1) + strings.Replace(attackLine(2), "203.0.113.", "203.0.113.999", 1) + noiseLine
 	if _, err := Scan(context.Background(), strings.NewReader(in), newTestParser(), offense.SinkFunc(func(offense.Offense) {}), m1); err != nil {
 		t.Fatal(err)
@@ -196,6 +197,14 @@ sipwarden_parse_errors_total{source="log"} 2
 	if n := testutil.CollectAndCount(m1.tooLong); n != 1 {
 		t.Errorf("too_long series: %d", n)
 	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("a second set of log metrics registered on one registry")
+			}
+		}()
+		NewMetrics(reg)
+	}()
 	if NewMetrics(nil) == nil {
 		t.Error("nil registerer")
 	}

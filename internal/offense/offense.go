@@ -8,11 +8,11 @@
 package offense
 
 import (
-	"errors"
 	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 )
 
 // Rule names an offense rule. The names are part of the user-facing contract
@@ -109,23 +109,15 @@ func (f SinkFunc) Offend(o Offense) { f(o) }
 // Namespace is the Prometheus namespace of every sipwarden metric.
 const Namespace = "sipwarden"
 
-// ParseErrors returns the shared counter sipwarden_parse_errors_total{source},
-// registering it on reg, or reusing the one already registered there: several
-// sources (log, hep, capture, pcap) count into it.
-func ParseErrors(reg prometheus.Registerer) *prometheus.CounterVec {
-	c := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "sipwarden",
-		Name:      "parse_errors_total",
-		Help:      "Input records that could not be parsed, by source; they are counted and skipped.",
-	}, []string{"source"})
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
-				return existing
-			}
-		}
-		panic(err) // programming error: a different collector under our name
-	}
-	return c
+// ParseErrors registers on reg the counter
+// sipwarden_parse_errors_total{source=src}: input records of that source that
+// could not be parsed. Each source registers its own, once per registry
+// (through promauto: a second registration is a bug and panics).
+func ParseErrors(reg prometheus.Registerer, src Source) prometheus.Counter {
+	return promauto.With(reg).NewCounter(prometheus.CounterOpts{
+		Namespace:   Namespace,
+		Name:        "parse_errors_total",
+		Help:        "Input records that could not be parsed, by source; they are counted and skipped.",
+		ConstLabels: prometheus.Labels{"source": string(src)},
+	})
 }

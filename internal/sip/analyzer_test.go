@@ -131,7 +131,7 @@ func TestHEPFixtures(t *testing.T) {
 	if got := testutil.ToFloat64(a.m.messages.WithLabelValues("hep")); int(got) != n {
 		t.Errorf("messages_total{hep} = %v, want %d", got, n)
 	}
-	if got := testutil.ToFloat64(a.m.parseErrors.WithLabelValues("hep")); got != 0 {
+	if got := testutil.ToFloat64(a.m.parseErrors[offense.SourceHEP]); got != 0 {
 		t.Errorf("parse errors %v", got)
 	}
 }
@@ -194,7 +194,7 @@ func TestLabCaptures(t *testing.T) {
 			if len(users) != 4 {
 				t.Errorf("registrations %v", users)
 			}
-			if pe := testutil.ToFloat64(a.m.parseErrors.WithLabelValues("pcap")); pe != 0 {
+			if pe := testutil.ToFloat64(a.m.parseErrors[offense.SourcePCAP]); pe != 0 {
 				t.Errorf("parse errors %v", pe)
 			}
 			if m := testutil.ToFloat64(a.m.messages.WithLabelValues("pcap")); m != 76 {

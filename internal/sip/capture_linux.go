@@ -12,6 +12,7 @@ import (
 
 	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"golang.org/x/sys/unix"
 
 	"github.com/sipwarden/sipwarden/internal/offense"
@@ -74,10 +75,10 @@ func NewCapture(iface string, ports []int, a *Analyzer, log *slog.Logger, reg pr
 	for _, p := range ports {
 		pm[uint16(p)] = true
 	}
-	pk := registerCounter(reg, prometheus.NewCounter(prometheus.CounterOpts{
-		Namespace: "sipwarden", Subsystem: "sip", Name: "capture_packets_total",
+	pk := promauto.With(reg).NewCounter(prometheus.CounterOpts{
+		Namespace: offense.Namespace, Subsystem: "sip", Name: "capture_packets_total",
 		Help: "Frames read from the capture interface (after the BPF filter).",
-	}))
+	})
 	return &Capture{h: h, a: a, log: log.With("component", "capture", "interface", iface), iface: iface, ports: pm, packets: pk}, nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/sipwarden/sipwarden/internal/offense"
 )
@@ -232,33 +233,20 @@ func NewHEPListener(addr string, a *Analyzer, log *slog.Logger, reg prometheus.R
 	if uc, ok := conn.(*net.UDPConn); ok {
 		_ = uc.SetReadBuffer(4 << 20)
 	}
-	pk := prometheus.NewCounter(prometheus.CounterOpts{
-		Namespace: "sipwarden", Subsystem: "sip", Name: "hep_packets_total",
+	f := promauto.With(reg)
+	pk := f.NewCounter(prometheus.CounterOpts{
+		Namespace: offense.Namespace, Subsystem: "sip", Name: "hep_packets_total",
 		Help: "HEP datagrams received.",
 	})
-	ns := prometheus.NewCounter(prometheus.CounterOpts{
-		Namespace: "sipwarden", Subsystem: "sip", Name: "hep_non_sip_total",
+	ns := f.NewCounter(prometheus.CounterOpts{
+		Namespace: offense.Namespace, Subsystem: "sip", Name: "hep_non_sip_total",
 		Help: "HEP datagrams carrying something other than SIP (skipped).",
 	})
-	pk = registerCounter(reg, pk)
-	ns = registerCounter(reg, ns)
 	return &HEPListener{
 		conn: conn, a: a, log: log.With("component", "hep"),
 		packets: pk, nonSIP: ns,
-		errors: offense.ParseErrors(reg).WithLabelValues(string(offense.SourceHEP)),
+		errors: a.m.source(offense.SourceHEP).parseErrors,
 	}, nil
-}
-
-func registerCounter(reg prometheus.Registerer, c prometheus.Counter) prometheus.Counter {
-	if err := reg.Register(c); err != nil {
-		if are, ok := err.(prometheus.AlreadyRegisteredError); ok {
-			if ex, ok := are.ExistingCollector.(prometheus.Counter); ok {
-				return ex
-			}
-		}
-		panic(err)
-	}
-	return c
 }
 
 // Addr is the bound address.

@@ -4,17 +4,19 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/sipwarden/sipwarden/internal/offense"
 )
 
 type metrics struct {
-	messages    *prometheus.CounterVec
-	parseErrors *prometheus.CounterVec
-	skippedVec  *prometheus.CounterVec
+	messages   *prometheus.CounterVec
+	skippedVec *prometheus.CounterVec
+	reg        prometheus.Registerer
 
-	mu      sync.RWMutex
-	sources map[offense.Source]*srcMetrics
+	mu          sync.RWMutex
+	sources     map[offense.Source]*srcMetrics
+	parseErrors map[offense.Source]prometheus.Counter // guarded by mu
 }
 
 // srcMetrics holds the resolved children of one source label.
@@ -37,46 +39,34 @@ func (s *srcMetrics) skipped(reason string) {
 }
 
 func newMetrics(reg prometheus.Registerer, t *table) *metrics {
+	f := promauto.With(reg)
 	m := &metrics{
-		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "sipwarden", Subsystem: "sip", Name: "messages_total",
+		messages: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: offense.Namespace, Subsystem: "sip", Name: "messages_total",
 			Help: "SIP messages handed to the analyzer (keep-alives and STUN excluded), by source.",
 		}, []string{"source"}),
-		skippedVec: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "sipwarden", Subsystem: "sip", Name: "skipped_total",
+		skippedVec: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: offense.Namespace, Subsystem: "sip", Name: "skipped_total",
 			Help: "Payloads not analysed, by source and reason (keepalive, stun, flood, tcp_continuation, tcp_partial, fragment, not_sip).",
 		}, []string{"source", "reason"}),
-		parseErrors: offense.ParseErrors(reg),
+		reg:         reg,
+		parseErrors: map[offense.Source]prometheus.Counter{},
 		sources:     map[offense.Source]*srcMetrics{},
 	}
-	m.messages = register(reg, m.messages)
-	m.skippedVec = register(reg, m.skippedVec)
-	tracked := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Namespace: "sipwarden", Subsystem: "sip", Name: "tracked_ips",
+	// The SIP sources' parse errors are registered up front (the HEP
+	// listener counts into the analyzer's); another source on first use.
+	for _, s := range []offense.Source{offense.SourceHEP, offense.SourceCapture, offense.SourcePCAP} {
+		m.parseErrors[s] = offense.ParseErrors(reg, s)
+	}
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: offense.Namespace, Subsystem: "sip", Name: "tracked_ips",
 		Help: "Source addresses with live per-address state (flood and scan windows).",
 	}, func() float64 { return float64(t.size.Load()) })
-	evicted := prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Namespace: "sipwarden", Subsystem: "sip", Name: "state_evictions_total",
+	f.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: offense.Namespace, Subsystem: "sip", Name: "state_evictions_total",
 		Help: "Per-address states evicted because the table was full (a sign of many or spoofed sources).",
 	}, func() float64 { return float64(t.evictions.Load()) })
-	// Several analyzers on one registry (tests) keep the first gauges.
-	_ = reg.Register(tracked)
-	_ = reg.Register(evicted)
 	return m
-}
-
-// register registers c or returns the collector already registered under its
-// name.
-func register(reg prometheus.Registerer, c *prometheus.CounterVec) *prometheus.CounterVec {
-	if err := reg.Register(c); err != nil {
-		if are, ok := err.(prometheus.AlreadyRegisteredError); ok {
-			if ex, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
-				return ex
-			}
-		}
-		panic(err) // a different collector under our name: programming error
-	}
-	return c
 }
 
 func (m *metrics) source(s offense.Source) *srcMetrics {
@@ -93,7 +83,7 @@ func (m *metrics) source(s offense.Source) *srcMetrics {
 	}
 	sm = &srcMetrics{
 		messages:    m.messages.WithLabelValues(string(s)),
-		parseErrors: m.parseErrors.WithLabelValues(string(s)),
+		parseErrors: m.parseErrorsLocked(s),
 		skip:        map[string]prometheus.Counter{},
 		vec:         m.skippedVec,
 		src:         string(s),
@@ -103,4 +93,15 @@ func (m *metrics) source(s offense.Source) *srcMetrics {
 	}
 	m.sources[s] = sm
 	return sm
+}
+
+// parseErrorsLocked returns the parse error counter of source s,
+// registering it on first use; m.mu is held.
+func (m *metrics) parseErrorsLocked(s offense.Source) prometheus.Counter {
+	c, ok := m.parseErrors[s]
+	if !ok {
+		c = offense.ParseErrors(m.reg, s)
+		m.parseErrors[s] = c
+	}
+	return c
 }

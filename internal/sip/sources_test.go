@@ -147,7 +147,7 @@ func TestHEPListener(t *testing.T) {
 	if got["203.0.113.7 scanner_user_agent"] != 1 || got["203.0.113.7 malformed_sip"] != 1 {
 		t.Errorf("%v", got)
 	}
-	if pe := testutil.ToFloat64(a.m.parseErrors.WithLabelValues("hep")); pe != 2 {
+	if pe := testutil.ToFloat64(a.m.parseErrors[offense.SourceHEP]); pe != 2 {
 		t.Errorf("parse_errors_total{hep} = %v, want 2", pe)
 	}
 	if m := testutil.ToFloat64(a.m.messages.WithLabelValues("hep")); m != 2 {

@@ -175,3 +175,5 @@ func TestRealFreeSWITCHRegisterWhitelists(t *testing.T) {
 		t.Errorf("the %d s registration left the whitelist after %v, before it expired", regExp, gone)
 	}
 }
+
+func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }

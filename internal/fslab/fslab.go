@@ -412,8 +412,37 @@ func (l *Lab) link(a, aIf, aAddr, b, bIf, bAddr string) {
 	Run(l.t, "ip", "-n", b, "link", "set", bIf, "up")
 }
 
+// sweepStale removes what labs of test processes that no longer exist
+// left behind (a test binary killed by -timeout runs no cleanup).
+func sweepStale() {
+	entries, _ := os.ReadDir("/run/netns")
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), "lab")
+		if !ok {
+			continue
+		}
+		pidStr, _, ok := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidStr)
+		if !ok || err != nil || pid == os.Getpid() {
+			continue
+		}
+		if syscall.Kill(pid, 0) == nil {
+			continue // its test is still running
+		}
+		if out, _ := exec.Command("ip", "netns", "pids", e.Name()).Output(); len(out) > 0 {
+			for _, p := range strings.Fields(string(out)) {
+				exec.Command("kill", "-9", p).Run()
+			}
+		}
+		exec.Command("ip", "netns", "del", e.Name()).Run()
+	}
+}
+
+var sweepOnce sync.Once
+
 func (l *Lab) network() {
 	l.t.Helper()
+	sweepOnce.Do(sweepStale)
 	l.FSNS = l.newNS("fs")
 	// FreeSWITCH guesses its network from the default route: give it one,
 	// via an address nobody owns, on the interface that carries FSAddr.
@@ -571,7 +600,9 @@ func (l *Lab) Start(name, ns string, args ...string) *Proc {
 	l.t.Helper()
 	full := append(nsenter(ns), args...)
 	cmd := exec.Command(full[0], full[1:]...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Pdeathsig: if the test binary dies (a -timeout panic skips every
+	// cleanup), its FreeSWITCH and sipp die with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	p := &Proc{Name: name, cmd: cmd, out: &syncBuf{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	cmd.Dir = l.Dir
@@ -581,6 +612,15 @@ func (l *Lab) Start(name, ns string, args ...string) *Proc {
 	go func() { p.err = cmd.Wait(); close(p.done) }()
 	l.t.Cleanup(func() { p.Kill() })
 	return p
+}
+
+// Exec runs a command in namespace ns to its end (killed after timeout)
+// and returns its output.
+func (l *Lab) Exec(ns string, timeout time.Duration, args ...string) (string, error) {
+	l.t.Helper()
+	p := l.Start(args[0], ns, args...)
+	err := p.Wait(timeout)
+	return p.Output(), err
 }
 
 // Pid is the process id (nsenter execs the command).

@@ -95,4 +95,3 @@ func TestRealFreeSWITCHAttacksBannedInKernel(t *testing.T) {
 		}
 	}
 }
-

@@ -66,7 +66,7 @@ func (l *Lab) Sipp(r SippRun) *Sipp {
 	}
 	s := &Sipp{MessageFile: filepath.Join(dir, "messages.log")}
 	args := []string{"sipp", fmt.Sprintf("%s:%d", FSAddr, target), "-sf", sf, "-m", strconv.Itoa(calls),
-		"-r", strconv.FormatFloat(rate*1000, 'f', 0, 64), "-rp", "1000",
+		"-r", strconv.FormatFloat(rate*1000, 'f', 0, 64), "-rp", "1000000", // rate*1000 calls per 1000 s
 		"-trace_msg", "-message_file", s.MessageFile, "-trace_err", "-error_file", filepath.Join(dir, "errors.log"),
 		"-nostdin", "-timeout", "120s", "-timeout_error", "-max_recv_loops", "10000"}
 	var rl syscall.Rlimit

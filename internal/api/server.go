@@ -46,7 +46,9 @@ type Jail interface {
 	Ban(ctx context.Context, ip netip.Addr, d time.Duration, reason string) error
 	Unban(ctx context.Context, ip netip.Addr) error
 	Bans() []jail.Ban
-	Offenders() []jail.Offender
+	Offenders(limit int, after netip.Addr) ([]jail.Offender, netip.Addr)
+	// Notable is the status view: the top scores and the protected entries.
+	Notable(top, maxProtected int) (topOffenders, protected []jail.Offender)
 	// Exempt is the ban decision without the ban: "never_ban", "static",
 	// "registered", or "" when ip may be banned.
 	Exempt(ip netip.Addr) (reason, why string)
@@ -429,12 +431,38 @@ func (s *Server) bansDel(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (s *Server) offenders(w http.ResponseWriter, _ *http.Request) {
-	list := s.opt.Jail.Offenders()
+// offenders pages through the jail in address order: ?limit= (default
+// jail.DefaultOffendersLimit, at most jail.MaxOffendersLimit) entries after
+// ?after=; "next" is the after of the following page, absent at the end.
+func (s *Server) offenders(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit := jail.DefaultOffendersLimit
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > jail.MaxOffendersLimit {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit: want 1..%d", jail.MaxOffendersLimit))
+			return
+		}
+		limit = n
+	}
+	var after netip.Addr
+	if v := q.Get("after"); v != "" {
+		a, err := netip.ParseAddr(v)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "after: not an IP address")
+			return
+		}
+		after = a.Unmap()
+	}
+	list, next := s.opt.Jail.Offenders(limit, after)
 	if list == nil {
 		list = []jail.Offender{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"offenders": list})
+	out := map[string]any{"offenders": list}
+	if next.IsValid() {
+		out["next"] = next
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // guard refuses what a browser could be tricked into sending: a Host the

@@ -508,3 +508,38 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 	}
 	t.Fatalf("timed out waiting for: %s", what)
 }
+
+func TestOffendersPaged(t *testing.T) {
+	f := newFixture(t, "")
+	for i := range 25 {
+		f.jail.Offend(offense.Offense{IP: netip.AddrFrom4([4]byte{198, 51, 100, byte(10 + i)}), Rule: offense.AuthFailure, Source: offense.SourceLog, Time: time.Now()})
+	}
+	var got []string
+	after := ""
+	for range 10 {
+		path := "/v1/offenders?limit=10"
+		if after != "" {
+			path += "&after=" + after
+		}
+		code, out := f.do(t, call{method: "GET", path: path})
+		if code != 200 {
+			t.Fatalf("GET %s = %d %v", path, code, out)
+		}
+		for _, o := range out["offenders"].([]any) {
+			got = append(got, o.(map[string]any)["ip"].(string))
+		}
+		next, ok := out["next"].(string)
+		if !ok {
+			break
+		}
+		after = next
+	}
+	if len(got) != 25 || got[0] != "198.51.100.10" || got[24] != "198.51.100.34" {
+		t.Fatalf("paged through %d: %v", len(got), got)
+	}
+	for _, bad := range []string{"limit=0", "limit=10001", "limit=x", "after=nope"} {
+		if code, _ := f.do(t, call{method: "GET", path: "/v1/offenders?" + bad}); code != 400 {
+			t.Errorf("%s: %d, want 400", bad, code)
+		}
+	}
+}

@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"net/http"
-	"sort"
 	"strings"
 	"time"
 
@@ -49,6 +48,9 @@ type StatusOffender struct {
 // topOffenders is how many offenders the status lists.
 const topOffenders = 10
 
+// maxProtected bounds the protected entries /v1/status lists.
+const maxProtected = 1000
+
 func (s *Server) buildStatus(r *http.Request) Status {
 	st := Status{Ready: true, Reasons: []string{}, DryRun: s.opt.DryRun, Time: time.Now().UTC().Truncate(time.Second),
 		Redacted: s.redact(r), Protected: []StatusOffender{}, TopOffenders: []StatusOffender{}}
@@ -85,16 +87,12 @@ func (s *Server) buildStatus(r *http.Request) Status {
 		st.Nodes = []NodeStatus{}
 	}
 	st.Bans = len(s.opt.Jail.Bans())
-	offs := s.opt.Jail.Offenders()
-	sort.SliceStable(offs, func(i, j int) bool { return offs[i].Score > offs[j].Score })
-	for _, o := range offs {
-		so := statusOffender(o, st.Redacted)
-		if o.State == jail.StateProtected {
-			st.Protected = append(st.Protected, so)
-		}
-		if len(st.TopOffenders) < topOffenders {
-			st.TopOffenders = append(st.TopOffenders, so)
-		}
+	top, protected := s.opt.Jail.Notable(topOffenders, maxProtected)
+	for _, o := range protected {
+		st.Protected = append(st.Protected, statusOffender(o, st.Redacted))
+	}
+	for _, o := range top {
+		st.TopOffenders = append(st.TopOffenders, statusOffender(o, st.Redacted))
 	}
 	return st
 }

@@ -337,7 +337,7 @@ type Reloaded struct {
 func (d *Daemon) live(key string) bool {
 	switch key {
 	case "jail.findtime", "jail.maxretry", "jail.bantime", "jail.factor", "jail.maxbantime",
-		"jail.unverified_factor", "never_ban", "whitelist.static", "whitelist.grace":
+		"jail.unverified_factor", "jail.max_offenders", "never_ban", "whitelist.static", "whitelist.grace":
 		return true
 	case "log.level":
 		return d.level != nil

@@ -283,7 +283,7 @@ func endToEnd(t *testing.T, weights map[offense.Rule]float64, tool []string) {
 		banAt = fw.added[p]
 		fw.mu.Unlock()
 	case <-time.After(30 * time.Second):
-		t.Fatalf("attacker not banned; tool output:\n%s\noffenders %+v", out.String(), e.j.Offenders())
+		t.Fatalf("attacker not banned; tool output:\n%s\noffenders %+v", out.String(), e.j.AllOffenders())
 	}
 	bans := e.j.Bans()
 	if len(bans) != 1 || bans[0].IP.String() != attackerIP {

@@ -15,7 +15,7 @@ func (j *Jail) Exempt(ip netip.Addr) (reason, why string) {
 		return "", ""
 	}
 	ip = ip.Unmap().WithZone("")
-	_, pfx := j.key(ip)
+	pfx := j.key(ip)
 	v := j.decide(ip, pfx)
 	if v.Reason == decision.Ban {
 		return "", ""

@@ -10,11 +10,11 @@ package jail
 import (
 	"context"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"math"
 	"net"
 	"net/netip"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,9 +45,8 @@ type Options struct {
 	UnverifiedFactor float64
 	// Weights per rule, see Policy.Weights.
 	Weights map[offense.Rule]float64
-	// MaxOffenders caps the tracked addresses (262144); beyond it the
-	// least-scored of a small random sample is evicted
-	// (sipwarden_jail_evictions_total). Banned addresses are never evicted.
+	// MaxOffenders caps the tracked entries, banned ones included, see
+	// Policy.MaxOffenders (DefaultMaxOffenders).
 	MaxOffenders int
 	NeverBan     []netip.Prefix
 	// V6Prefix > 0 (and < 128) scores and bans IPv6 sources per prefix of
@@ -75,6 +74,21 @@ type Options struct {
 	// SkipHostAddrs leaves the host's addresses out of never-ban (replay:
 	// the replaying machine's addresses say nothing of the recording).
 	SkipHostAddrs bool
+	// RegistrationsSynced, when not nil, holds every automatic ban until it
+	// is closed (every registration source completed its first sync):
+	// offenses are still scored, and the crossings seen meanwhile are
+	// decided when it closes, against a whitelist that knows the offices.
+	RegistrationsSynced <-chan struct{}
+	// StateExtra is saved in the same state file (the whitelist's live
+	// registrations, so that a restart protects at once). MarshalState
+	// must return JSON. nil: nothing extra.
+	StateExtra StateExtra
+}
+
+// StateExtra is state another component keeps in the jail's state file.
+type StateExtra interface {
+	MarshalState() ([]byte, error)
+	UnmarshalState([]byte) error
 }
 
 // Jail scores offenses per address and decides bans. It is safe for
@@ -91,9 +105,15 @@ type Jail struct {
 	dec    atomic.Pointer[decision.Decision]
 	own    atomic.Pointer[[]netip.Addr] // the host's addresses, last listed
 
-	mu        sync.Mutex
-	offenders map[netip.Addr]*offender
-	active    map[netip.Addr]*offender // the banned subset of offenders
+	shards  [numShards]shard
+	seed    maphash.Seed
+	count   atomic.Int64  // entries in all shards, <= MaxOffenders
+	evictAt atomic.Uint32 // the shard the next eviction starts at
+
+	isSynced atomic.Bool // RegistrationsSynced is nil or closed
+	syncOnce sync.Once
+	heldMu   sync.Mutex
+	held     []heldCrossing
 
 	queue   chan op
 	wbuf    []op // writer goroutine scratch
@@ -123,6 +143,10 @@ type offender struct {
 	peak           float32 // highest score reached
 	verified       bool    // some of its evidence needed a round trip (cannot be forged)
 	skipped        uint8   // the last skip decision (stProtected, stNeverBan), kept after it ages out
+	// split: this prefix covers a protected address, so the addresses
+	// inside it are scored and banned one by one (their own entries).
+	split bool
+	held  bool // crossed before the registrations were synced; decided when they are
 }
 
 const (
@@ -145,6 +169,7 @@ type history struct {
 
 type activeBan struct {
 	prefix           netip.Prefix
+	addr             netip.Addr // the offender that crossed (zero: adopted from the kernel)
 	rule, reason     string
 	created, expires time.Time // expires zero: permanent
 	// for an automatic ban the reason is written when asked for (not on the hot path)
@@ -194,7 +219,6 @@ func New(o Options) (*Jail, error) {
 	if o.V6Prefix == 128 {
 		o.V6Prefix = 0
 	}
-	setDefault(&o.MaxOffenders, 1<<18)
 	setDefault(&o.QueueSize, 4096)
 	setDefault(&o.DedupWindow, 2*time.Second)
 	setDefault(&o.HistoryTTL, 7*24*time.Hour)
@@ -225,8 +249,7 @@ func New(o Options) (*Jail, error) {
 		now:        o.Now,
 		fw:         o.Firewall,
 		allow:      o.Allowlist,
-		offenders:  make(map[netip.Addr]*offender),
-		active:     make(map[netip.Addr]*offender),
+		seed:       maphash.MakeSeed(),
 		queue:      make(chan op, o.QueueSize),
 		errLogLast: make(map[string]time.Time),
 		banMsg:     "banned",
@@ -234,7 +257,14 @@ func New(o Options) (*Jail, error) {
 	if _, dry := o.Firewall.(*ban.DryRun); dry {
 		j.banMsg = "would ban (dry-run: nothing is written to the firewall)"
 	}
-	m, err := newMetrics(o.Registerer, j.countOf(&j.active), j.countOf(&j.offenders))
+	for i := range j.shards {
+		j.shards[i].offenders = make(map[netip.Prefix]*offender)
+		j.shards[i].active = make(map[netip.Prefix]*offender)
+	}
+	if o.RegistrationsSynced == nil {
+		j.isSynced.Store(true)
+	}
+	m, err := newMetrics(o.Registerer, j.activeCount, func() float64 { return float64(j.count.Load()) })
 	if err != nil {
 		return nil, fmt.Errorf("ban: metrics: %w", err)
 	}
@@ -251,13 +281,16 @@ func New(o Options) (*Jail, error) {
 	return j, nil
 }
 
-// countOf reads a map's size for a gauge at scrape time.
-func (j *Jail) countOf(m *map[netip.Addr]*offender) func() float64 {
-	return func() float64 {
-		j.mu.Lock()
-		defer j.mu.Unlock()
-		return float64(len(*m))
+// activeCount counts the bans for a gauge at scrape time.
+func (j *Jail) activeCount() float64 {
+	n := 0
+	for i := range j.shards {
+		sh := &j.shards[i]
+		sh.mu.Lock()
+		n += len(sh.active)
+		sh.mu.Unlock()
 	}
+	return float64(n)
 }
 
 func setDefault[T comparable](p *T, v T) {
@@ -269,7 +302,8 @@ func setDefault[T comparable](p *T, v T) {
 
 func (o Options) policy() Policy {
 	return Policy{Findtime: o.Findtime, MaxRetry: o.MaxRetry, Bantime: o.Bantime, MaxBantime: o.MaxBantime,
-		Factor: o.Factor, Weights: o.Weights, NeverBan: o.NeverBan, UnverifiedFactor: o.UnverifiedFactor}
+		Factor: o.Factor, Weights: o.Weights, NeverBan: o.NeverBan, UnverifiedFactor: o.UnverifiedFactor,
+		MaxOffenders: o.MaxOffenders}
 }
 
 // Policy returns the policy in force, defaults filled in.
@@ -317,24 +351,6 @@ func (j *Jail) refreshHostAddrs() {
 	}
 	j.own.Store(&as)
 	j.dec.Store(decision.New(j.policy.Load().NeverBan, as, j.allow))
-}
-
-// key is the jail's map key for ip: the address, or its masked prefix
-// address when IPv6 prefixes are banned.
-func (j *Jail) key(ip netip.Addr) (netip.Addr, netip.Prefix) {
-	ip = ip.Unmap().WithZone("")
-	if ip.Is6() && j.opt.V6Prefix > 0 {
-		p := netip.PrefixFrom(ip, j.opt.V6Prefix).Masked()
-		return p.Addr(), p
-	}
-	return ip, netip.PrefixFrom(ip, ip.BitLen())
-}
-
-func (j *Jail) prefixOf(k netip.Addr) netip.Prefix {
-	if k.Is6() && j.opt.V6Prefix > 0 {
-		return netip.PrefixFrom(k, j.opt.V6Prefix)
-	}
-	return netip.PrefixFrom(k, k.BitLen())
 }
 
 // --- scoring: a sliding-window counter, decayed lazily on offense time ---
@@ -439,155 +455,6 @@ func (j *Jail) duplicate(of *offender, user string, si int, t int64) bool {
 
 var authFailureIdx = ruleIndex(offense.AuthFailure)
 
-// maxFuture is how far ahead of the jail's clock an offense time may be.
-const maxFuture = time.Minute
-
-// Offend records one offense; it implements offense.Sink. Scoring and the
-// decision are synchronous; the kernel write is queued, never awaited.
-func (j *Jail) Offend(o offense.Offense) {
-	seen := time.Now()
-	ri, si := ruleIndex(o.Rule), sourceIndex(o.Source)
-	j.m.offense(ri, si).Inc()
-	ip := o.IP.Unmap()
-	if !ip.IsValid() {
-		j.m.invalid.Inc()
-		return
-	}
-	pol := j.policy.Load()
-	if pol.weights[ri] == 0 {
-		// A disabled rule (weight 0): counted in the metrics, not tracked
-		// per address, so it neither fills the jail nor shows in its views.
-		return
-	}
-	t := o.Time
-	if now := j.now(); t.IsZero() || t.After(now.Add(maxFuture)) {
-		// a record from the future (a clock or year-inference error) would
-		// freeze this address's window: take it as happening now
-		t = now
-	}
-	tn := t.UnixNano()
-	F := int64(pol.Findtime)
-	key, pfx := j.key(ip)
-
-	j.mu.Lock()
-	of := j.offenders[key]
-	if of == nil {
-		if len(j.offenders) >= j.opt.MaxOffenders {
-			j.evictLocked(tn, F)
-		}
-		of = &offender{}
-		j.offenders[key] = of
-	}
-	// The same failure seen by several sources (Event Socket, log, wire)
-	// counts and scores once.
-	w := pol.weights[ri]
-	if !o.Verified {
-		w *= pol.UnverifiedFactor
-	}
-	if ri == authFailureIdx && j.duplicate(of, o.User, si, tn) {
-		w = 0
-		j.m.deduplicated.Inc()
-	} else if of.counts[ri] < math.MaxUint32 {
-		of.counts[ri]++
-	}
-	if o.User != "" {
-		of.user = o.User
-	}
-	if o.Verified {
-		of.verified = true
-	}
-	of.add(tn, float32(w), F)
-	if tn > of.last {
-		of.last = tn
-	}
-	j.dirty.Store(true)
-	if of.ban != nil {
-		if of.ban.expires.IsZero() || of.ban.expires.After(t) {
-			j.mu.Unlock()
-			return // already banned
-		}
-		of.ban = nil
-		delete(j.active, key)
-	}
-	score := of.score(of.last, F)
-	if float32(score) > of.peak {
-		of.peak = float32(score)
-	}
-	if w == 0 || score < pol.MaxRetry {
-		j.mu.Unlock()
-		return
-	}
-	v := j.decide(ip, pfx)
-	if v.Reason != decision.Ban {
-		reason, why := v.Reason, v.Why
-		skip := of.skipAt == 0 || tn-of.skipAt >= F || tn < of.skipAt
-		of.state, of.why = stProtected, why
-		if reason == decision.NeverBan {
-			of.state = stNeverBan
-		}
-		of.skipped = of.state
-		var cnt uint32
-		user := of.user
-		if skip {
-			of.skipAt = tn
-			cnt = of.counts[ri]
-		}
-		j.mu.Unlock()
-		if skip {
-			j.m.skipped.WithLabelValues(reason.String()).Inc()
-			j.logSkip(ip, reason, why, ri, cnt, user, score)
-		}
-		return
-	}
-	pfx = v.Prefix // narrowed when the prefix covers a protected address
-	// ban
-	h := of.hist
-	if h == nil {
-		h = &history{}
-		of.hist = h
-	}
-	h.count++
-	d := pol.banDuration(h.count)
-	h.last, h.dur = tn, d
-	// The ban runs from the decision, not from the offense's own time: an
-	// offense stamped late (a peer's clock, a backlog) still bans for d.
-	start := t
-	if now := j.now(); now.After(start) {
-		start = now
-	}
-	b := &activeBan{
-		prefix:   pfx,
-		rule:     ruleName(ri),
-		created:  start,
-		expires:  start.Add(d),
-		score:    score,
-		maxRetry: pol.MaxRetry,
-		n:        of.counts[ri],
-		user:     of.user,
-	}
-	of.ban = b
-	of.cur, of.prev = 0, 0
-	of.state, of.why = stWatching, ""
-	j.active[key] = of
-	count := h.count
-	j.mu.Unlock()
-
-	j.m.bans(ri).Inc()
-	select {
-	case j.queue <- op{kind: opAdd, prefix: pfx, expires: b.expires, seen: seen}:
-	default:
-		j.m.dropped.Inc()
-	}
-	if j.log.Enabled(context.Background(), slog.LevelInfo) {
-		j.log.Info(j.banMsg, "ip", pfx.String(), "rule", b.rule, "score", score, "duration", d, "count", count, "source", string(o.Source), "user", b.user)
-	}
-}
-
-// decide asks the decision in force about a ban on pfx for ip.
-func (j *Jail) decide(ip netip.Addr, pfx netip.Prefix) decision.Verdict {
-	return j.dec.Load().Decide(ip, pfx)
-}
-
 func (j *Jail) logSkip(ip netip.Addr, reason decision.Reason, why string, ri int, cnt uint32, user string, score float64) {
 	rule := ruleName(ri)
 	for_ := ""
@@ -620,139 +487,6 @@ func (j *Jail) logSkip(ip netip.Addr, reason decision.Reason, why string, ri int
 	}
 }
 
-// evictLocked drops the least-scored of a small random sample (map
-// iteration order is random), preferring addresses without ban history;
-// banned addresses are never evicted.
-func (j *Jail) evictLocked(t, F int64) {
-	// The victim is the least valuable of a small sample: first by tier —
-	// no ban history and no verified evidence (what a forged-source flood
-	// creates) goes before verified evidence, which goes before ban
-	// history — then by score. So a flood of forged sources evicts its own
-	// entries, not the real attacker's half-way score.
-	const sample = 8
-	var (
-		victim   netip.Addr
-		best     = math.Inf(1)
-		bestTier = 3
-		n        int
-	)
-	for k, of := range j.offenders {
-		n++
-		if of.ban == nil {
-			tier := 0
-			if of.verified {
-				tier = 1
-			}
-			if of.hist != nil {
-				tier = 2
-			}
-			s := of.score(t, F)
-			if tier < bestTier || (tier == bestTier && s < best) {
-				victim, best, bestTier = k, s, tier
-			}
-		}
-		if n >= sample {
-			break
-		}
-	}
-	if victim.IsValid() {
-		delete(j.offenders, victim)
-		j.m.evictions.Inc()
-	}
-}
-
-// Ban bans ip by hand (API, CLI) after the same never-ban and allowlist
-// checks as an automatic ban (ban.ErrNeverBan, ban.ErrWhitelisted). d <= 0 takes
-// the escalated bantime. It waits for the kernel write.
-func (j *Jail) Ban(ctx context.Context, ip netip.Addr, d time.Duration, reason string) error {
-	if !ip.IsValid() {
-		return fmt.Errorf("ban: invalid address")
-	}
-	ip = ip.Unmap().WithZone("")
-	pol := j.policy.Load()
-	key, pfx := j.key(ip)
-	v := j.decide(ip, pfx)
-	switch v.Reason {
-	case decision.Ban:
-		pfx = v.Prefix
-	case decision.NeverBan:
-		j.m.skipped.WithLabelValues(v.Reason.String()).Inc()
-		return fmt.Errorf("ban %s: %w (%s)", ip, ban.ErrNeverBan, v.Why)
-	default:
-		j.m.skipped.WithLabelValues(v.Reason.String()).Inc()
-		return fmt.Errorf("ban %s: %w (%s)", ip, ban.ErrWhitelisted, v.Why)
-	}
-	now := j.now()
-	j.mu.Lock()
-	of := j.offenders[key]
-	if of == nil {
-		of = &offender{}
-		j.offenders[key] = of
-	}
-	if of.hist == nil {
-		of.hist = &history{}
-	}
-	of.hist.count++
-	if d <= 0 {
-		d = pol.banDuration(of.hist.count)
-	}
-	of.hist.last, of.hist.dur = now.UnixNano(), d
-	if reason == "" {
-		reason = "manual"
-	}
-	b := &activeBan{prefix: pfx, rule: "manual", reason: reason, created: now, expires: now.Add(d)}
-	prev := of.ban
-	of.ban = b
-	of.state, of.why = stWatching, ""
-	j.active[key] = of
-	j.mu.Unlock()
-	j.dirty.Store(true)
-
-	err := j.submit(ctx, op{kind: opAdd, prefix: pfx, expires: b.expires, seen: time.Now()})
-	if err != nil {
-		j.mu.Lock()
-		if of.ban == b {
-			of.ban = prev
-			if prev == nil {
-				delete(j.active, key)
-			}
-			of.hist.count--
-		}
-		j.mu.Unlock()
-		return fmt.Errorf("ban %s: %w", pfx, err)
-	}
-	j.m.bansManual.Inc()
-	j.log.Info(j.banMsg, "ip", pfx.String(), "rule", "manual", "reason", reason, "duration", d)
-	return nil
-}
-
-// Unban lifts the ban on ip (or on the prefix containing it). ban.ErrNotBanned
-// when there is none. It waits for the kernel write.
-func (j *Jail) Unban(ctx context.Context, ip netip.Addr) error {
-	if !ip.IsValid() {
-		return fmt.Errorf("unban: invalid address")
-	}
-	key, pfx := j.key(ip)
-	now := j.now()
-	j.mu.Lock()
-	of := j.offenders[key]
-	if of == nil || of.ban == nil || (!of.ban.expires.IsZero() && !of.ban.expires.After(now)) {
-		j.mu.Unlock()
-		return fmt.Errorf("unban %s: %w", ip.Unmap(), ban.ErrNotBanned)
-	}
-	pfx = of.ban.prefix
-	of.ban = nil
-	of.cur, of.prev = 0, 0
-	delete(j.active, key)
-	j.mu.Unlock()
-	j.dirty.Store(true)
-	if err := j.submit(ctx, op{kind: opDel, prefix: pfx}); err != nil {
-		return fmt.Errorf("unban %s: %w", pfx, err)
-	}
-	j.log.Info("unbanned", "ip", pfx.String())
-	return nil
-}
-
 // submit runs a manual operation on the writer goroutine and waits for it;
 // before Run has started it runs in the caller.
 func (j *Jail) submit(ctx context.Context, o op) error {
@@ -771,101 +505,6 @@ func (j *Jail) submit(ctx context.Context, o op) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-// Bans lists the active bans, oldest first.
-func (j *Jail) Bans() []Ban {
-	now := j.now()
-	j.mu.Lock()
-	out := make([]Ban, 0, len(j.active))
-	for _, of := range j.active {
-		b := of.ban
-		if b == nil || (!b.expires.IsZero() && !b.expires.After(now)) {
-			continue
-		}
-		out = append(out, Ban{IP: b.prefix.Addr(), Prefix: prefixField(b.prefix), Rule: b.rule, Reason: b.why(),
-			CreatedAt: b.created, ExpiresAt: b.expires, Count: of.hist.countOr1()})
-	}
-	j.mu.Unlock()
-	sort.Slice(out, func(a, b int) bool {
-		if !out[a].CreatedAt.Equal(out[b].CreatedAt) {
-			return out[a].CreatedAt.Before(out[b].CreatedAt)
-		}
-		return out[a].IP.Less(out[b].IP)
-	})
-	return out
-}
-
-func (h *history) countOr1() int {
-	if h == nil || h.count < 1 {
-		return 1
-	}
-	return h.count
-}
-
-func prefixString(p netip.Prefix) string {
-	if p.Bits() == p.Addr().BitLen() {
-		return p.Addr().String()
-	}
-	return p.String()
-}
-
-// prefixField is p for a prefix ban, the zero Prefix for a single address.
-func prefixField(p netip.Prefix) netip.Prefix {
-	if p.Bits() == p.Addr().BitLen() {
-		return netip.Prefix{}
-	}
-	return p
-}
-
-// Offenders lists every tracked address with its live score, highest first.
-func (j *Jail) Offenders() []Offender {
-	now := j.now()
-	nn := now.UnixNano()
-	pol := j.policy.Load()
-	F := int64(pol.Findtime)
-	j.mu.Lock()
-	out := make([]Offender, 0, len(j.offenders))
-	for k, of := range j.offenders {
-		t := max(nn, of.last)
-		o := Offender{IP: k, Prefix: prefixField(j.prefixOf(k)), Score: of.score(t, F), Offenses: make(map[offense.Rule]int), User: of.user, State: StateWatching}
-		if of.last != 0 {
-			o.LastSeen = time.Unix(0, of.last)
-		}
-		for i, c := range of.counts {
-			if c > 0 {
-				o.Offenses[offense.Rule(ruleName(i))] = int(c)
-			}
-		}
-		if of.hist != nil {
-			o.Bans = of.hist.count
-			o.BanDuration, o.BanSeconds = of.hist.dur, of.hist.dur.Seconds()
-		}
-		o.PeakScore = float64(of.peak)
-		switch of.skipped {
-		case stProtected:
-			o.Skipped, o.SkippedWhy = StateProtected, of.why
-		case stNeverBan:
-			o.Skipped, o.SkippedWhy = StateNeverBan, of.why
-		}
-		switch {
-		case of.ban != nil && (of.ban.expires.IsZero() || of.ban.expires.After(now)):
-			o.State, o.ExpiresAt = StateBanned, of.ban.expires
-		case of.state == stProtected && t-of.skipAt < F:
-			o.State, o.Why = StateProtected, of.why
-		case of.state == stNeverBan && t-of.skipAt < F:
-			o.State, o.Why = StateNeverBan, of.why
-		}
-		out = append(out, o)
-	}
-	j.mu.Unlock()
-	sort.Slice(out, func(a, b int) bool {
-		if out[a].Score != out[b].Score {
-			return out[a].Score > out[b].Score
-		}
-		return out[a].IP.Less(out[b].IP)
-	})
-	return out
 }
 
 // Ready reports whether the ban backend works: the last resync and the last

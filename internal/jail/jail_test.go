@@ -114,7 +114,7 @@ func (e *env) offend(ip string, r offense.Rule, at time.Duration) {
 }
 
 func (e *env) state(ip string) Offender {
-	for _, o := range e.j.Offenders() {
+	for _, o := range e.j.AllOffenders() {
 		if name(o.IP, o.Prefix) == ip {
 			return o
 		}
@@ -162,7 +162,7 @@ func TestScoringWindow(t *testing.T) {
 				e.offend(ip, offense.AuthFailure, at)
 			}
 			if got := e.banned(ip); got != tc.want {
-				t.Fatalf("banned = %v, want %v (offenders %+v)", got, tc.want, e.j.Offenders())
+				t.Fatalf("banned = %v, want %v (offenders %+v)", got, tc.want, e.j.AllOffenders())
 			}
 		})
 	}
@@ -176,7 +176,7 @@ func TestReplayGivesLiveVerdicts(t *testing.T) {
 		for i := range 12 {
 			e.offend(fmt.Sprintf("198.51.100.%d", i%3), offense.AuthFailure, time.Duration(i)*40*time.Second)
 		}
-		return e.j.Offenders()
+		return e.j.AllOffenders()
 	}
 	a := fmt.Sprint(run(t0.Add(time.Hour))) // "live": clock just after
 	b := fmt.Sprint(run(t0.Add(time.Hour)))
@@ -415,7 +415,7 @@ func TestMaxOffendersEviction(t *testing.T) {
 		ip := netip.AddrFrom4([4]byte{100, 64, byte(i >> 8), byte(i)})
 		e.j.Offend(offense.Offense{IP: ip, Rule: offense.AuthFailure, Time: t0.Add(time.Second)})
 	}
-	n := len(e.j.Offenders())
+	n := len(e.j.AllOffenders())
 	if n > 101 {
 		t.Fatalf("%d offenders tracked, cap 100", n)
 	}
@@ -457,12 +457,12 @@ func TestSweep(t *testing.T) {
 	}
 	e.clk.Set(t0.Add(30 * time.Minute))
 	e.j.Sweep()
-	if len(e.j.Offenders()) != 1 || !e.banned("203.0.113.2") {
-		t.Fatalf("after 30m: %+v", e.j.Offenders())
+	if len(e.j.AllOffenders()) != 1 || !e.banned("203.0.113.2") {
+		t.Fatalf("after 30m: %+v", e.j.AllOffenders())
 	}
 	e.clk.Set(t0.Add(2 * time.Hour))
 	e.j.Sweep()
-	if o := e.j.Offenders(); len(o) != 1 || o[0].State != StateWatching || o[0].Bans != 1 {
+	if o := e.j.AllOffenders(); len(o) != 1 || o[0].State != StateWatching || o[0].Bans != 1 {
 		t.Fatalf("ban history must outlive the ban: %+v", o)
 	}
 	if testutil.ToFloat64(e.j.m.bansActive) != 0 {
@@ -470,7 +470,7 @@ func TestSweep(t *testing.T) {
 	}
 	e.clk.Set(t0.Add(26 * time.Hour))
 	e.j.Sweep()
-	if n := len(e.j.Offenders()); n != 0 {
+	if n := len(e.j.AllOffenders()); n != 0 {
 		t.Fatalf("history not forgotten: %d", n)
 	}
 }
@@ -701,7 +701,7 @@ func TestStateRoundTrip(t *testing.T) {
 	if a, b := fmt.Sprint(e.j.Bans()), fmt.Sprint(e2.j.Bans()); a != b {
 		t.Fatalf("bans differ:\n%s\n%s", a, b)
 	}
-	if a, b := fmt.Sprint(e.j.Offenders()), fmt.Sprint(e2.j.Offenders()); a != b {
+	if a, b := fmt.Sprint(e.j.AllOffenders()), fmt.Sprint(e2.j.AllOffenders()); a != b {
 		t.Fatalf("offenders differ:\n%s\n%s", a, b)
 	}
 	// escalation continues after the restart
@@ -821,13 +821,13 @@ func TestConcurrentOffend(t *testing.T) {
 			for i := range 2000 {
 				e.j.Offend(offense.Offense{IP: netip.AddrFrom4([4]byte{100, byte(g), byte(i >> 8), byte(i)}), Rule: offense.AuthFailure, Time: t0})
 				if i%500 == 0 {
-					e.j.Offenders()
+					e.j.AllOffenders()
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	if n := len(e.j.Offenders()); n != 16000 {
+	if n := len(e.j.AllOffenders()); n != 16000 {
 		t.Fatalf("%d offenders", n)
 	}
 }
@@ -915,7 +915,7 @@ func FuzzReadState(f *testing.F) {
 			t.Fatalf("no jail: %v", err)
 		}
 		j.Bans()
-		j.Offenders()
+		j.AllOffenders()
 		j.Offend(offense.Offense{IP: netip.MustParseAddr("203.0.113.1"), Rule: offense.Flood})
 	})
 }
@@ -976,7 +976,7 @@ func TestUnverifiedFactor(t *testing.T) {
 		j.Offend(offense.Offense{IP: real, Rule: offense.AuthFailure, Source: offense.SourceLog, Time: at, User: fmt.Sprint(1000 + i), Verified: true})
 	}
 	state := map[netip.Addr]Offender{}
-	for _, o := range j.Offenders() {
+	for _, o := range j.AllOffenders() {
 		state[o.IP] = o
 	}
 	if o := state[forged]; o.Bans != 0 || o.Score != 2.5 {
@@ -1008,7 +1008,7 @@ func TestEvictionKeepsVerifiedEvidence(t *testing.T) {
 	for i := range 4 {
 		j.Offend(offense.Offense{IP: attacker, Rule: offense.AuthFailure, Source: offense.SourceHEP, Time: now.Add(time.Duration(i+1) * time.Second), User: fmt.Sprint(1001 + i), Verified: true})
 	}
-	for _, o := range j.Offenders() {
+	for _, o := range j.AllOffenders() {
 		if o.IP == attacker {
 			if o.Bans != 1 {
 				t.Fatalf("attacker: %+v, want banned after 5 verified failures", o)

@@ -23,6 +23,9 @@ type metrics struct {
 	lifted       *prometheus.CounterVec
 	dropped      prometheus.Counter
 	evictions    prometheus.Counter
+	untracked    prometheus.Counter
+	narrowed     prometheus.Counter
+	held         prometheus.Counter
 	offenders    prometheus.Collector
 	setEntries   *prometheus.GaugeVec
 	setMaxElem   *prometheus.GaugeVec
@@ -59,6 +62,12 @@ func newMetrics(reg prometheus.Registerer, active, offenders func() float64) (*m
 			Help: "Kernel writes dropped because the writer queue was full (the next resync writes them)."}),
 		evictions: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "sipwarden", Name: "jail_evictions_total",
 			Help: "Tracked addresses evicted because the jail reached max offenders."}),
+		untracked: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "sipwarden", Name: "jail_untracked_offenses_total",
+			Help: "Offenses not tracked because the jail was at max offenders and no entry could be evicted."}),
+		narrowed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "sipwarden", Name: "bans_narrowed_total",
+			Help: "Prefix bans narrowed by the resync to the offender's address because the prefix now covers a protected address."}),
+		held: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "sipwarden", Name: "jail_held_total",
+			Help: "Threshold crossings held because the registrations were not synced yet (decided when they are)."}),
 		offenders: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "sipwarden", Name: "jail_offenders",
 			Help: "Addresses tracked by the jail."}, offenders),
 		setEntries: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "sipwarden", Name: "ban_set_entries",
@@ -67,7 +76,7 @@ func newMetrics(reg prometheus.Registerer, active, offenders func() float64) (*m
 			Help: "Capacity (maxelem) of each kernel set."}, []string{"set"}),
 	}
 	for _, c := range []prometheus.Collector{m.offenses, m.invalid, m.deduplicated, m.bansTotal, m.bansActive, m.skipped,
-		m.latency, m.errors, m.recreated, m.readded, m.lifted, m.dropped, m.evictions, m.offenders, m.setEntries, m.setMaxElem} {
+		m.latency, m.errors, m.recreated, m.readded, m.lifted, m.dropped, m.evictions, m.untracked, m.narrowed, m.held, m.offenders, m.setEntries, m.setMaxElem} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -45,7 +45,16 @@ type Policy struct {
 	// can be forged) — Offense.Verified false. 1 (the default) trusts it
 	// fully; 0.5 makes forged-source evidence need twice as much to ban.
 	UnverifiedFactor float64
+	// MaxOffenders caps the entries the jail tracks, banned ones included
+	// (DefaultMaxOffenders). Beyond it the least valuable of a small random
+	// sample is evicted (sipwarden_jail_evictions_total): watched entries
+	// with unverified evidence first, verified ban history last. An
+	// evicted ban stays in the kernel set until its timeout.
+	MaxOffenders int
 }
+
+// DefaultMaxOffenders is Policy.MaxOffenders when unset.
+const DefaultMaxOffenders = 1 << 18
 
 func (p *Policy) defaults() {
 	if p.Findtime == 0 {
@@ -66,12 +75,18 @@ func (p *Policy) defaults() {
 	if p.UnverifiedFactor == 0 {
 		p.UnverifiedFactor = 1
 	}
+	if p.MaxOffenders == 0 {
+		p.MaxOffenders = DefaultMaxOffenders
+	}
 }
 
 func (p *Policy) validate() error {
 	var errs []error
 	if p.UnverifiedFactor < 0 || p.UnverifiedFactor > 1 {
 		errs = append(errs, fmt.Errorf("unverified factor %g: must be within (0, 1]", p.UnverifiedFactor))
+	}
+	if p.MaxOffenders < 1 {
+		errs = append(errs, fmt.Errorf("max offenders %d: must be >= 1", p.MaxOffenders))
 	}
 	if p.Findtime < time.Second {
 		errs = append(errs, fmt.Errorf("findtime %s: must be >= 1s", p.Findtime))

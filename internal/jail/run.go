@@ -35,6 +35,10 @@ func (j *Jail) Run(ctx context.Context) error {
 		j.writer(ctx)
 	}()
 
+	synced := j.opt.RegistrationsSynced
+	if j.isSynced.Load() {
+		synced = nil
+	}
 	sweep := time.NewTicker(j.opt.SweepEvery)
 	save := time.NewTicker(j.opt.SaveEvery)
 	defer sweep.Stop()
@@ -49,6 +53,9 @@ func (j *Jail) Run(ctx context.Context) error {
 				j.log.Error("state file not saved at stop", "err", err)
 			}
 			return nil
+		case <-synced:
+			synced = nil
+			j.markSynced()
 		case <-sweep.C:
 			j.Sweep()
 		case <-save.C:
@@ -255,55 +262,82 @@ func (j *Jail) resyncLocked(ctx context.Context, initial bool) error {
 	}
 	j.setGauges(entries)
 	now := j.now()
+	nn := now.UnixNano()
+	F := int64(j.policy.Load().Findtime)
 	inKernel := make(map[netip.Prefix]struct{}, len(entries))
-	var adopted int
-	type readd struct {
-		p       netip.Prefix
-		expires time.Time
-	}
-	var missing []readd
-
-	j.mu.Lock()
+	var adopted, unadopted int
+	var lifts []lift
 	for _, e := range entries {
 		p := e.Prefix.Masked()
 		inKernel[p] = struct{}{}
-		key := p.Addr()
-		of := j.offenders[key]
-		if of != nil && of.ban != nil && of.ban.prefix == p {
+		sh, of := j.entry(p, 0, F, false)
+		known := of != nil && of.ban != nil && of.ban.prefix == p
+		sh.mu.Unlock()
+		if known {
 			continue
 		}
+		// Unknown to the jail (set by hand, or a ban it evicted or forgot):
+		// judged like any ban before it is adopted.
+		if v := j.decide(netip.Addr{}, p); v.Reason != decision.Ban {
+			lifts = append(lifts, lift{p: p, reason: v.Reason, why: v.Why})
+			continue
+		}
+		// Adopted only within MaxOffenders and without evicting: a ban
+		// evicted for room stays in the set until its timeout, it must not
+		// come back and push out another entry.
+		sh, of = j.entry(p, 0, F, false)
 		if of == nil {
-			of = &offender{}
-			j.offenders[key] = of
+			sh.mu.Unlock()
+			if !j.reserve(nn, F, false) {
+				unadopted++
+				continue
+			}
+			sh.mu.Lock()
+			if of = sh.offenders[p]; of != nil {
+				j.count.Add(-1)
+			} else {
+				of = &offender{}
+				sh.insertLocked(p, of)
+			}
 		}
 		if of.hist == nil {
-			of.hist = &history{count: 1, last: now.UnixNano(), dur: e.Timeout}
+			of.hist = &history{count: 1, last: nn, dur: e.Timeout}
 		}
 		b := &activeBan{prefix: p, rule: "kernel", reason: "found in the kernel set", created: now}
 		if e.Timeout > 0 {
 			b.expires = now.Add(e.Timeout)
 		}
-		of.ban = b
-		j.active[key] = of
+		sh.setBan(p, of, b)
+		sh.mu.Unlock()
 		adopted++
 	}
-	for _, of := range j.active {
-		b := of.ban
-		if b == nil {
-			continue
-		}
-		if _, ok := inKernel[b.prefix]; ok {
-			continue
-		}
-		if b.expires.IsZero() || b.expires.Sub(now) > 2*time.Second {
-			missing = append(missing, readd{b.prefix, b.expires})
-		}
+	type readd struct {
+		p       netip.Prefix
+		expires time.Time
 	}
-	j.mu.Unlock()
+	var missing []readd
+	for i := range j.shards {
+		sh := &j.shards[i]
+		sh.mu.Lock()
+		for _, of := range sh.active {
+			b := of.ban
+			if _, ok := inKernel[b.prefix]; ok {
+				continue
+			}
+			if b.expires.IsZero() || b.expires.Sub(now) > 2*time.Second {
+				missing = append(missing, readd{b.prefix, b.expires})
+			}
+		}
+		sh.mu.Unlock()
+	}
 	if adopted > 0 {
 		j.dirty.Store(true)
 		j.log.Info("adopted bans found in the kernel sets", "count", adopted)
 	}
+	if unadopted > 0 {
+		j.log.Warn("kernel set entries not adopted: the jail is at max offenders (they expire on their own)", "count", unadopted)
+	}
+	j.applyLifts(ctx, lifts)
 
 	var firstErr error
 	written := 0
@@ -314,10 +348,13 @@ func (j *Jail) resyncLocked(ctx context.Context, initial bool) error {
 		}
 		if err := j.fw.Add(ctx, m.p, d); err != nil {
 			j.m.errors.WithLabelValues("add").Inc()
-			if firstErr == nil && !errors.Is(err, ban.ErrSetFull) {
+			j.logErr("add", "ban not written back to the backend", err, "ip", m.p.String())
+			if errors.Is(err, ban.ErrSetFull) {
+				break // every other add would fail the same way: no retry storm
+			}
+			if firstErr == nil {
 				firstErr = err
 			}
-			j.logErr("add", "ban not written back to the backend", err, "ip", m.p.String())
 			continue
 		}
 		written++
@@ -332,37 +369,14 @@ func (j *Jail) resyncLocked(ctx context.Context, initial bool) error {
 	return firstErr
 }
 
-// liftProtected removes bans on addresses that are now never-ban or
-// allowlisted: a ban adopted from the kernel at start, or an office banned
-// before its registration was known, must not keep it locked out.
-func (j *Jail) liftProtected(ctx context.Context) {
-	type lift struct {
-		p      netip.Prefix
-		reason decision.Reason
-		why    string
-	}
-	var lifts []lift
-	now := j.now().UnixNano()
-	j.mu.Lock()
-	for k, of := range j.active {
-		b := of.ban
-		if b == nil {
-			continue
-		}
-		v := j.decide(netip.Addr{}, b.prefix)
-		if v.Reason == decision.Ban {
-			continue
-		}
-		reason, why := v.Reason, v.Why
-		of.ban = nil
-		delete(j.active, k)
-		of.state, of.why, of.skipAt = stProtected, why, now
-		if reason == decision.NeverBan {
-			of.state = stNeverBan
-		}
-		lifts = append(lifts, lift{b.prefix, reason, why})
-	}
-	j.mu.Unlock()
+type lift struct {
+	p      netip.Prefix
+	reason decision.Reason
+	why    string
+}
+
+// applyLifts deletes the lifted bans from the backend.
+func (j *Jail) applyLifts(ctx context.Context, lifts []lift) {
 	for _, l := range lifts {
 		j.dirty.Store(true)
 		j.m.lifted.WithLabelValues(l.reason.String()).Inc()
@@ -371,37 +385,117 @@ func (j *Jail) liftProtected(ctx context.Context) {
 			j.logErr("del", "lifting a ban failed", err, "ip", l.p.String())
 			continue
 		}
-		j.log.Warn(fmt.Sprintf("ban on %s lifted: %s", prefixString(l.p), l.why), "ip", prefixString(l.p), "reason", l.reason)
+		j.log.Warn(fmt.Sprintf("ban on %s lifted: %s", prefixString(l.p), l.why), "ip", prefixString(l.p), "reason", l.reason.String())
 	}
 }
 
-// Sweep expires bans and forgets addresses whose score has decayed to zero
-// and whose ban history is older than HistoryTTL. Run calls it every
-// SweepEvery.
+// liftProtected judges every active ban again with the decision in force:
+// a ban adopted from the kernel at start, or an office banned before its
+// registration was known, must not keep it locked out. A prefix ban that
+// now covers a protected address is narrowed to the offender that caused
+// it, or lifted when that offender is unknown or protected itself.
+func (j *Jail) liftProtected(ctx context.Context) {
+	type narrow struct {
+		b  *activeBan
+		to netip.Prefix
+	}
+	var (
+		lifts   []lift
+		narrows []narrow
+	)
+	now := j.now().UnixNano()
+	for i := range j.shards {
+		sh := &j.shards[i]
+		sh.mu.Lock()
+		for k, of := range sh.active {
+			b := of.ban
+			v := j.decide(b.addr, b.prefix)
+			if v.Reason == decision.Ban && v.Prefix == b.prefix {
+				continue
+			}
+			sh.clearBan(k, of)
+			if v.Reason == decision.Ban {
+				of.split = true
+				narrows = append(narrows, narrow{b, v.Prefix})
+				continue
+			}
+			of.state, of.why, of.skipAt = stProtected, v.Why, now
+			if v.Reason == decision.NeverBan {
+				of.state = stNeverBan
+			}
+			lifts = append(lifts, lift{p: b.prefix, reason: v.Reason, why: v.Why})
+		}
+		sh.mu.Unlock()
+	}
+	j.applyLifts(ctx, lifts)
+	F := int64(j.policy.Load().Findtime)
+	for _, n := range narrows {
+		j.dirty.Store(true)
+		j.m.narrowed.Inc()
+		if err := j.fw.Del(ctx, n.b.prefix); err != nil {
+			j.m.errors.WithLabelValues("del").Inc()
+			j.logErr("del", "narrowing a ban failed", err, "ip", n.b.prefix.String())
+		}
+		sh, of := j.entry(n.to, now, F, true)
+		if of == nil {
+			sh.mu.Unlock()
+			continue
+		}
+		nb := *n.b
+		nb.prefix = n.to
+		if of.hist == nil {
+			of.hist = &history{count: 1, last: n.b.created.UnixNano(), dur: n.b.expires.Sub(n.b.created)}
+		}
+		sh.setBan(n.to, of, &nb)
+		sh.mu.Unlock()
+		var d time.Duration
+		if !nb.expires.IsZero() {
+			if d = nb.expires.Sub(j.now()); d < time.Second {
+				continue
+			}
+		}
+		if err := j.fw.Add(ctx, n.to, d); err != nil {
+			j.m.errors.WithLabelValues("add").Inc()
+			j.logErr("add", "narrowed ban not written to the backend", err, "ip", n.to.String())
+			continue
+		}
+		j.log.Warn(fmt.Sprintf("ban on %s narrowed to %s: it covers a protected address", n.b.prefix, prefixString(n.to)), "ip", prefixString(n.to), "prefix", n.b.prefix.String())
+	}
+}
+
+// Sweep expires bans and forgets entries whose score has decayed to zero
+// and whose ban history is older than HistoryTTL; after a reload lowered
+// MaxOffenders it evicts down to it. Run calls it every SweepEvery. It
+// holds one shard's lock at a time.
 func (j *Jail) Sweep() {
 	now := j.now()
 	nn := now.UnixNano()
-	F := int64(j.policy.Load().Findtime)
+	pol := j.policy.Load()
+	F := int64(pol.Findtime)
 	ttl := int64(j.opt.HistoryTTL)
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	for k, of := range j.offenders {
-		if of.ban != nil {
-			if of.ban.expires.IsZero() || of.ban.expires.After(now) {
+	for i := range j.shards {
+		sh := &j.shards[i]
+		sh.mu.Lock()
+		for k, of := range sh.offenders {
+			if of.ban != nil {
+				if of.ban.expires.IsZero() || of.ban.expires.After(now) {
+					continue
+				}
+				sh.clearBan(k, of)
+				j.dirty.Store(true)
+			}
+			if of.held || (of.winStart != 0 && nn < of.winStart+2*F) {
 				continue
 			}
-			of.ban = nil
-			delete(j.active, k)
+			if of.hist != nil && nn-of.hist.last < ttl {
+				continue
+			}
+			j.deleteLocked(sh, k)
 			j.dirty.Store(true)
 		}
-		if of.winStart != 0 && nn < of.winStart+2*F {
-			continue
-		}
-		if of.hist != nil && nn-of.hist.last < ttl {
-			continue
-		}
-		delete(j.offenders, k)
-		j.dirty.Store(true)
+		sh.mu.Unlock()
+	}
+	for j.count.Load() > int64(pol.MaxOffenders) && j.evictOne(nn, F) {
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"time"
 
@@ -26,10 +27,17 @@ type stateFile struct {
 	Version   int           `json:"version"`
 	SavedAt   time.Time     `json:"saved_at"`
 	Offenders []stateRecord `json:"offenders"`
+	// Extra is Options.StateExtra's state (the whitelist's live
+	// registrations); absent in files written before it existed.
+	Extra json.RawMessage `json:"extra,omitempty"`
 }
 
 type stateRecord struct {
-	IP       string            `json:"ip"`
+	IP string `json:"ip"`
+	// Bits is set when the entry's key is not the jail's usual one for IP
+	// (an address scored alone inside a split IPv6 prefix).
+	Bits     int               `json:"bits,omitempty"`
+	Split    bool              `json:"split,omitempty"`
 	WinStart int64             `json:"win_start,omitempty"` // unix ns
 	Last     int64             `json:"last,omitempty"`      // unix ns
 	Cur      float32           `json:"cur,omitempty"`
@@ -45,6 +53,7 @@ type stateRecord struct {
 
 type stateBan struct {
 	Prefix  string    `json:"prefix"`
+	Addr    string    `json:"addr,omitempty"` // the offender that caused it
 	Rule    string    `json:"rule"`
 	Reason  string    `json:"reason"`
 	Created time.Time `json:"created_at"`
@@ -73,7 +82,7 @@ func (j *Jail) saveIfDirty() error {
 	return j.SaveState()
 }
 
-func (j *Jail) snapshot() stateFile {
+func (j *Jail) snapshot() (stateFile, error) {
 	now := j.now()
 	nn := now.UnixNano()
 	F := int64(j.policy.Load().Findtime)
@@ -83,32 +92,41 @@ func (j *Jail) snapshot() stateFile {
 	}
 	var keep []stateRecord
 	var rest []scored
-	j.mu.Lock()
-	for k, of := range j.offenders {
-		r := stateRecord{IP: k.String(), WinStart: of.winStart, Last: of.last, Cur: of.cur, Prev: of.prev, User: of.user, Peak: of.peak}
-		for i, c := range of.counts {
-			if c > 0 {
-				if r.Counts == nil {
-					r.Counts = make(map[string]uint32)
+	for i := range j.shards {
+		sh := &j.shards[i]
+		sh.mu.Lock()
+		for k, of := range sh.offenders {
+			r := stateRecord{IP: k.Addr().String(), WinStart: of.winStart, Last: of.last, Cur: of.cur, Prev: of.prev, User: of.user, Peak: of.peak, Split: of.split}
+			if k != j.key(k.Addr()) {
+				r.Bits = k.Bits()
+			}
+			for i, c := range of.counts {
+				if c > 0 {
+					if r.Counts == nil {
+						r.Counts = make(map[string]uint32)
+					}
+					r.Counts[ruleName(i)] = c
 				}
-				r.Counts[ruleName(i)] = c
+			}
+			if h := of.hist; h != nil {
+				r.Bans, r.LastBan, r.BanDur = h.count, h.last, h.dur
+			}
+			if b := of.ban; b != nil && (b.expires.IsZero() || b.expires.After(now)) {
+				r.Ban = &stateBan{Prefix: b.prefix.String(), Rule: b.rule, Reason: b.why(), Created: b.created, Expires: b.expires}
+				if b.addr.IsValid() {
+					r.Ban.Addr = b.addr.String()
+				}
+			}
+			if r.Ban != nil || r.Bans > 0 || r.Split {
+				keep = append(keep, r)
+				continue
+			}
+			if s := of.score(max(nn, of.last), F); s > 0 {
+				rest = append(rest, scored{r, s})
 			}
 		}
-		if h := of.hist; h != nil {
-			r.Bans, r.LastBan, r.BanDur = h.count, h.last, h.dur
-		}
-		if b := of.ban; b != nil && (b.expires.IsZero() || b.expires.After(now)) {
-			r.Ban = &stateBan{Prefix: b.prefix.String(), Rule: b.rule, Reason: b.why(), Created: b.created, Expires: b.expires}
-		}
-		if r.Ban != nil || r.Bans > 0 {
-			keep = append(keep, r)
-			continue
-		}
-		if s := of.score(max(nn, of.last), F); s > 0 {
-			rest = append(rest, scored{r, s})
-		}
+		sh.mu.Unlock()
 	}
-	j.mu.Unlock()
 	if len(rest) > maxStateScored {
 		sort.Slice(rest, func(a, b int) bool { return rest[a].s > rest[b].s })
 		rest = rest[:maxStateScored]
@@ -117,11 +135,28 @@ func (j *Jail) snapshot() stateFile {
 		keep = append(keep, s.r)
 	}
 	sort.Slice(keep, func(a, b int) bool { return keep[a].IP < keep[b].IP })
-	return stateFile{Version: stateVersion, SavedAt: now.UTC(), Offenders: keep}
+	st := stateFile{Version: stateVersion, SavedAt: now.UTC(), Offenders: keep}
+	if j.opt.StateExtra != nil {
+		b, err := j.opt.StateExtra.MarshalState()
+		if err != nil {
+			return st, fmt.Errorf("extra state: %w", err)
+		}
+		if len(b) > 0 {
+			if !json.Valid(b) {
+				return st, fmt.Errorf("extra state: not JSON")
+			}
+			st.Extra = b
+		}
+	}
+	return st, nil
 }
 
 func (j *Jail) saveState(path string) error {
-	b, err := json.Marshal(j.snapshot())
+	st, err := j.snapshot()
+	if err != nil {
+		return fmt.Errorf("state %s: %w", path, err)
+	}
+	b, err := json.Marshal(st)
 	if err != nil {
 		return fmt.Errorf("state %s: %w", path, err)
 	}
@@ -198,45 +233,79 @@ func (j *Jail) loadState(path string) error {
 		return nil
 	}
 	now := j.now()
-	var bad int
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	for _, r := range s.Offenders {
+	F := int64(j.policy.Load().Findtime)
+	var bad, full int
+	// Bans and ban history first: when the file holds more than
+	// MaxOffenders entries, scores are what is left out.
+	recs := slices.Clone(s.Offenders)
+	sort.SliceStable(recs, func(a, b int) bool {
+		return (recs[a].Ban != nil || recs[a].Bans > 0) && recs[b].Ban == nil && recs[b].Bans == 0
+	})
+	for _, r := range recs {
 		ip, err := netip.ParseAddr(r.IP)
 		if err != nil {
 			bad++
 			continue
 		}
-		key, _ := j.key(ip)
-		of := j.offenders[key]
+		ip = ip.Unmap().WithZone("")
+		key := j.key(ip)
+		if r.Bits > 0 {
+			if key, err = ip.Prefix(r.Bits); err != nil {
+				bad++
+				continue
+			}
+		}
+		var ban_ *activeBan
+		if b := r.Ban; b != nil && (b.Expires.IsZero() || b.Expires.After(now)) {
+			p, err := netip.ParsePrefix(b.Prefix)
+			if err != nil || p.Masked() != key {
+				// A ban the state cannot describe is not made up: the
+				// kernel read-back adopts what really is in the sets.
+				bad++
+				continue
+			}
+			ban_ = &activeBan{prefix: p.Masked(), rule: b.Rule, reason: b.Reason, created: b.Created, expires: b.Expires}
+			if a, err := netip.ParseAddr(b.Addr); err == nil && p.Contains(a.Unmap()) {
+				ban_.addr = a.Unmap()
+			}
+		}
+		sh, of := j.entry(key, 0, F, false)
 		if of == nil {
+			sh.mu.Unlock()
+			if !j.reserve(0, F, false) {
+				full++
+				continue
+			}
+			sh.mu.Lock()
 			of = &offender{}
-			j.offenders[key] = of
+			sh.insertLocked(key, of)
 		}
 		of.winStart, of.last, of.cur, of.prev, of.user, of.peak = r.WinStart, r.Last, max(r.Cur, 0), max(r.Prev, 0), r.User, max(r.Peak, 0)
+		of.split = r.Split && !key.IsSingleIP()
 		for name, c := range r.Counts {
 			of.counts[ruleIndex(offense.Rule(name))] += c
 		}
 		if r.Bans > 0 {
 			of.hist = &history{count: r.Bans, last: r.LastBan, dur: r.BanDur}
 		}
-		if b := r.Ban; b != nil && (b.Expires.IsZero() || b.Expires.After(now)) {
-			p, err := netip.ParsePrefix(b.Prefix)
-			if err != nil || !p.Contains(ip) {
-				// A ban the state cannot describe is not made up: the
-				// kernel read-back adopts what really is in the sets.
-				bad++
-				continue
-			}
-			of.ban = &activeBan{prefix: p.Masked(), rule: b.Rule, reason: b.Reason, created: b.Created, expires: b.Expires}
+		if ban_ != nil {
 			if of.hist == nil {
-				of.hist = &history{count: 1, last: b.Created.UnixNano(), dur: b.Expires.Sub(b.Created)}
+				of.hist = &history{count: 1, last: ban_.created.UnixNano(), dur: ban_.expires.Sub(ban_.created)}
 			}
-			j.active[key] = of
+			sh.setBan(key, of, ban_)
 		}
+		sh.mu.Unlock()
 	}
 	if bad > 0 {
 		j.log.Warn("state file records with a bad address skipped", "count", bad, "file", path)
+	}
+	if full > 0 {
+		j.log.Warn("state file records left out: more than max offenders", "count", full, "file", path)
+	}
+	if len(s.Extra) > 0 && j.opt.StateExtra != nil {
+		if err := j.opt.StateExtra.UnmarshalState(s.Extra); err != nil {
+			return fmt.Errorf("state %s: extra: %w: %w", path, ban.ErrBadState, err)
+		}
 	}
 	return nil
 }

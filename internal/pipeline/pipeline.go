@@ -176,6 +176,7 @@ func Policy(cfg config.Config) jail.Policy {
 		Weights:          Weights(cfg),
 		NeverBan:         config.Prefixes(cfg.NeverBan),
 		UnverifiedFactor: cfg.Jail.UnverifiedFactor,
+		MaxOffenders:     cfg.Jail.MaxOffenders,
 	}
 }
 

@@ -40,8 +40,8 @@ func TestDisabledRuleEnabledByPolicy(t *testing.T) {
 		}
 	}
 	offend("198.51.100.1", 10)
-	if banned(p, "198.51.100.1") || len(p.Jail().Offenders()) != 0 {
-		t.Fatalf("a disabled rule was scored: %+v", p.Jail().Offenders())
+	if banned(p, "198.51.100.1") || len(p.Jail().AllOffenders()) != 0 {
+		t.Fatalf("a disabled rule was scored: %+v", p.Jail().AllOffenders())
 	}
 
 	cfg.Rules[string(offense.AuthFailure)] = config.Rule{}

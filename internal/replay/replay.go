@@ -191,7 +191,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	for ; next < len(captured); next++ {
 		judge(captured[next])
 	}
-	rep.Rows = rows(jail.Offenders())
+	rep.Rows = rows(jail.AllOffenders())
 	return rep, nil
 }
 

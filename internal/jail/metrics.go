@@ -2,8 +2,10 @@ package jail
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/sipwarden/sipwarden/internal/decision"
+	"github.com/sipwarden/sipwarden/internal/offense"
 )
 
 type metrics struct {
@@ -32,54 +34,49 @@ type metrics struct {
 }
 
 func newMetrics(reg prometheus.Registerer, active, offenders func() float64) (*metrics, error) {
+	f := promauto.With(reg)
 	m := &metrics{
-		offenses: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "sipwarden", Name: "offenses_total",
+		offenses: f.NewCounterVec(prometheus.CounterOpts{Namespace: offense.Namespace, Name: "offenses_total",
 			Help: "Offenses received by the jail, by rule and source."}, []string{"rule", "source"}),
-		invalid: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "sipwarden", Name: "jail_invalid_offenses_total",
+		invalid: f.NewCounter(prometheus.CounterOpts{Namespace: offense.Namespace, Name: "jail_invalid_offenses_total",
 			Help: "Offenses without a valid address, counted and skipped."}),
-		deduplicated: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "sipwarden", Name: "jail_deduplicated_total",
+		deduplicated: f.NewCounter(prometheus.CounterOpts{Namespace: offense.Namespace, Name: "jail_deduplicated_total",
 			Help: "auth_failure offenses already seen from another source (counted once)."}),
-		bansTotal: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "sipwarden", Name: "bans_total",
+		bansTotal: f.NewCounterVec(prometheus.CounterOpts{Namespace: offense.Namespace, Name: "bans_total",
 			Help: "Bans decided, by the rule that crossed the threshold (manual for the API)."}, []string{"rule"}),
-		bansActive: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "sipwarden", Name: "bans_active",
+		bansActive: f.NewGaugeFunc(prometheus.GaugeOpts{Namespace: offense.Namespace, Name: "bans_active",
 			Help: "Bans in force."}, active),
-		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "sipwarden", Name: "ban_skipped_total",
+		skipped: f.NewCounterVec(prometheus.CounterOpts{Namespace: offense.Namespace, Name: "ban_skipped_total",
 			Help: "Bans not made because the address is never banned, allowlisted or registered (once per address per findtime)."}, []string{"reason"}),
-		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "sipwarden", Name: "ban_latency_seconds",
+		latency: f.NewHistogram(prometheus.HistogramOpts{Namespace: offense.Namespace, Name: "ban_latency_seconds",
 			Help: "Offense seen by the jail -> entry in the kernel set.",
 			// Fine around the 5 ms goal (an edge at exactly 5 ms), coarse beyond.
 			Buckets: []float64{25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2e-3, 3e-3, 4e-3, 5e-3, 7.5e-3,
 				10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1, 2.5, 5}}),
-		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "sipwarden", Name: "ban_errors_total",
+		errors: f.NewCounterVec(prometheus.CounterOpts{Namespace: offense.Namespace, Name: "ban_errors_total",
 			Help: "Failed backend operations (add, del, list, ensure); a full set counts as an add error."}, []string{"op"}),
-		recreated: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "sipwarden", Name: "ban_set_recreated_total",
+		recreated: f.NewCounter(prometheus.CounterOpts{Namespace: offense.Namespace, Name: "ban_set_recreated_total",
 			Help: "Kernel sets found missing by the resync and created again."}),
-		readded: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "sipwarden", Name: "ban_readded_total",
+		readded: f.NewCounter(prometheus.CounterOpts{Namespace: offense.Namespace, Name: "ban_readded_total",
 			Help: "Active bans found missing from the kernel by the resync and written again."}),
-		lifted: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "sipwarden", Name: "bans_lifted_total",
+		lifted: f.NewCounterVec(prometheus.CounterOpts{Namespace: offense.Namespace, Name: "bans_lifted_total",
 			Help: "Bans removed by the resync because the address became never-ban, allowlisted or registered."}, []string{"reason"}),
-		dropped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "sipwarden", Name: "ban_queue_dropped_total",
+		dropped: f.NewCounter(prometheus.CounterOpts{Namespace: offense.Namespace, Name: "ban_queue_dropped_total",
 			Help: "Kernel writes dropped because the writer queue was full (the next resync writes them)."}),
-		evictions: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "sipwarden", Name: "jail_evictions_total",
+		evictions: f.NewCounter(prometheus.CounterOpts{Namespace: offense.Namespace, Name: "jail_evictions_total",
 			Help: "Tracked addresses evicted because the jail reached max offenders."}),
-		untracked: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "sipwarden", Name: "jail_untracked_offenses_total",
+		untracked: f.NewCounter(prometheus.CounterOpts{Namespace: offense.Namespace, Name: "jail_untracked_offenses_total",
 			Help: "Offenses not tracked because the jail was at max offenders and no entry could be evicted."}),
-		narrowed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "sipwarden", Name: "bans_narrowed_total",
+		narrowed: f.NewCounter(prometheus.CounterOpts{Namespace: offense.Namespace, Name: "bans_narrowed_total",
 			Help: "Prefix bans narrowed by the resync to the offender's address because the prefix now covers a protected address."}),
-		held: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "sipwarden", Name: "jail_held_total",
+		held: f.NewCounter(prometheus.CounterOpts{Namespace: offense.Namespace, Name: "jail_held_total",
 			Help: "Threshold crossings held because the registrations were not synced yet (decided when they are)."}),
-		offenders: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "sipwarden", Name: "jail_offenders",
+		offenders: f.NewGaugeFunc(prometheus.GaugeOpts{Namespace: offense.Namespace, Name: "jail_offenders",
 			Help: "Addresses tracked by the jail."}, offenders),
-		setEntries: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "sipwarden", Name: "ban_set_entries",
+		setEntries: f.NewGaugeVec(prometheus.GaugeOpts{Namespace: offense.Namespace, Name: "ban_set_entries",
 			Help: "Entries in each kernel set, as read back by the last resync."}, []string{"set"}),
-		setMaxElem: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "sipwarden", Name: "ban_set_maxelem",
+		setMaxElem: f.NewGaugeVec(prometheus.GaugeOpts{Namespace: offense.Namespace, Name: "ban_set_maxelem",
 			Help: "Capacity (maxelem) of each kernel set."}, []string{"set"}),
-	}
-	for _, c := range []prometheus.Collector{m.offenses, m.invalid, m.deduplicated, m.bansTotal, m.bansActive, m.skipped,
-		m.latency, m.errors, m.recreated, m.readded, m.lifted, m.dropped, m.evictions, m.untracked, m.narrowed, m.held, m.offenders, m.setEntries, m.setMaxElem} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
 	}
 	for ri := range maxRules {
 		if ri > otherRule {

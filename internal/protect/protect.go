@@ -43,8 +43,6 @@ const (
 	DefaultMaxPorts         = 3                // protect.max_ports: distinct failing mappings per window within budget
 	DefaultMaxUsers         = 3                // protect.max_users: distinct failing users per window within budget
 	DefaultMaxPerHour       = 30               // protect.max_failures_per_hour: verified credential failures per hour within budget
-	DefaultThrottleRate     = 10               // protect.throttle_rate: new SIP requests per second a throttled address may send
-	DefaultThrottleBurst    = 20               // protect.throttle_burst
 	DefaultMaxAddresses     = 4096             // protect.max_addresses: protected addresses tracked
 	DefaultMaxUsersTracked  = 64               // per address
 	DefaultMaxMappingsTrack = 256              // per address

@@ -1,9 +1,11 @@
 package config
 
 import (
+	"slices"
 	"time"
 
 	"github.com/sipwarden/sipwarden/internal/eslwatch"
+	"github.com/sipwarden/sipwarden/internal/ipset"
 	"github.com/sipwarden/sipwarden/internal/logwatch"
 	"github.com/sipwarden/sipwarden/internal/offense"
 	"github.com/sipwarden/sipwarden/internal/sip"
@@ -39,7 +41,7 @@ func Default() Config {
 		},
 		SIP: SIP{
 			HEPListen:     "127.0.0.1:9060",
-			CapturePorts:  sc.SIPPorts,
+			CapturePorts:  slices.Clone(sc.SIPPorts),
 			FloodRequests: sc.FloodRequests,
 			FloodWindow:   sc.FloodWindow,
 			ScanUsers:     sc.ScanUsers,
@@ -60,9 +62,10 @@ func Default() Config {
 			UnverifiedFactor: 1,
 		},
 		Whitelist: Whitelist{Grace: whitelist.DefaultGrace},
-		Ban:       Ban{Backend: BackendIPSet, SetV4: "sipwarden4", SetV6: "sipwarden6", MaxElem: 65536, V6Prefix: 128, ResyncInterval: time.Minute, RulePorts: []int{5060, 5080}},
-		API:       API{Listen: "127.0.0.1:9091"},
-		Log:       Log{Level: "info", Format: "text"},
+		Ban: Ban{Backend: BackendIPSet, SetV4: ipset.DefaultSetV4, SetV6: ipset.DefaultSetV6, MaxElem: ipset.DefaultMaxElem,
+			V6Prefix: 128, ResyncInterval: time.Minute, RulePorts: slices.Clone(sc.SIPPorts)},
+		API: API{Listen: "127.0.0.1:9091"},
+		Log: Log{Level: "info", Format: "text"},
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/sipwarden/sipwarden/internal/eslwatch"
+	"github.com/sipwarden/sipwarden/internal/ipset"
 	"github.com/sipwarden/sipwarden/internal/logwatch"
 	"github.com/sipwarden/sipwarden/internal/sip"
 	"github.com/sipwarden/sipwarden/internal/whitelist"
@@ -35,6 +36,10 @@ func TestDefaultsArePackageDefaults(t *testing.T) {
 		{"sip.scan_users", c.SIP.ScanUsers, sc.ScanUsers},
 		{"sip.scan_window", c.SIP.ScanWindow, sc.ScanWindow},
 		{"whitelist.grace", c.Whitelist.Grace, whitelist.DefaultGrace},
+		{"ban.set_v4", c.Ban.SetV4, ipset.DefaultSetV4},
+		{"ban.set_v6", c.Ban.SetV6, ipset.DefaultSetV6},
+		{"ban.maxelem", c.Ban.MaxElem, ipset.DefaultMaxElem},
+		{"ban.rule_ports", c.Ban.RulePorts, sc.SIPPorts},
 	} {
 		if !equal(tc.got, tc.want) {
 			t.Errorf("%s: config default %v, package default %v", tc.key, tc.got, tc.want)

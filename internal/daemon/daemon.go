@@ -147,23 +147,9 @@ func New(cfg config.Config, o Options) (_ *Daemon, err error) {
 			return nil, err
 		}
 	}
-	d.pipe, err = pipeline.New(cfg, pipeline.Parts{
-		Firewall:   d.fw,
-		Allowlist:  decision.ByReason(d.wl.Allowed, whitelist.ReasonRegistered),
-		NeverBan:   nodePrefixes(cfg.ESL),
-		Registerer: d.reg,
-		Logger:     d.log,
-	})
-	switch {
-	case errors.Is(err, ban.ErrBadState) && d.pipe != nil:
-		// The state file was moved aside; the kernel sets still hold the bans.
-		d.log.Error("state file unreadable; starting from the kernel's ban sets", "error", err)
-		err = nil
-	case err != nil:
-		return nil, err
-	}
-	d.jail = d.pipe.Jail()
-
+	// The Event Socket watcher comes before the jail. It sends nothing
+	// before Run, so its sink is the jail once the jail exists.
+	toJail := &lateSink{}
 	if !cfg.ESL.Disabled {
 		d.esl, err = eslwatch.New(eslwatch.Options{
 			Addresses:      cfg.ESL.Nodes(),
@@ -176,7 +162,7 @@ func New(cfg config.Config, o Options) (_ *Daemon, err error) {
 			MaxFrame:       cfg.ESL.MaxFrameBytes,
 			Profiles:       cfg.ESL.Profiles,
 			Whitelist:      d.wl,
-			Offenses:       d.pipe.Sink(),
+			Offenses:       toJail,
 			Logger:         d.log,
 			Registerer:     d.reg,
 		})
@@ -184,6 +170,25 @@ func New(cfg config.Config, o Options) (_ *Daemon, err error) {
 			return nil, fmt.Errorf("esl: %w", err)
 		}
 	}
+	d.pipe, err = pipeline.New(cfg, pipeline.Parts{
+		Firewall:   d.fw,
+		Allowlist:  decision.ByReason(d.wl.Allowed, whitelist.ReasonRegistered),
+		NeverBan:   nodePrefixes(cfg.ESL),
+		StateExtra: d.wl,
+		Registerer: d.reg,
+		Logger:     d.log,
+	})
+	switch {
+	case errors.Is(err, ban.ErrBadState) && d.pipe != nil:
+		// The state file was moved aside; the kernel sets still hold the bans.
+		d.log.Error("state file unreadable; starting from the kernel's ban sets", "error", err)
+		err = nil
+	case err != nil:
+		return nil, err
+	}
+	d.jail = d.pipe.Jail()
+	toJail.s = d.jail
+
 	if len(cfg.Logs.Files) > 0 {
 		d.logs, err = logwatch.NewFollower(d.pipe.LogRules(logwatch.Options{
 			Files:     cfg.Logs.Files,
@@ -263,6 +268,12 @@ func (d *Daemon) close() {
 		c.Close()
 	}
 }
+
+// lateSink forwards to a sink set after it was handed out (before any
+// offense flows).
+type lateSink struct{ s offense.Sink }
+
+func (l *lateSink) Offend(o offense.Offense) { l.s.Offend(o) }
 
 // installRules makes sure the sets exist, then inserts the DROP rules.
 func (d *Daemon) installRules(c config.Ban) error {

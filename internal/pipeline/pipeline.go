@@ -37,6 +37,15 @@ type Parts struct {
 	Registerer prometheus.Registerer // nil: a private registry
 	Logger     *slog.Logger          // nil: discard
 	Now        func() time.Time      // nil: time.Now
+	// RegistrationsSynced, when not nil, holds every automatic ban (of any
+	// source: Event Socket, log, HEP, capture) until it is closed, once
+	// every registration source has completed its first sync; offenses are
+	// scored meanwhile. Nil: nothing to wait for (replay, no Event Socket).
+	RegistrationsSynced <-chan struct{}
+	// StateExtra is kept in the jail's state file beside the scores: the
+	// whitelist's live registrations, so that a restart protects offices
+	// before the first listing. Nil: nothing extra.
+	StateExtra jail.StateExtra
 	// Offline judges a recording (replay): no state file, and the host's
 	// own addresses are not never-ban (they say nothing of the recording).
 	Offline bool
@@ -76,8 +85,11 @@ func New(cfg config.Config, parts Parts) (*Pipeline, error) {
 	opt.Logger = parts.Logger
 	opt.Registerer = parts.Registerer
 	opt.Now = parts.Now
+	opt.RegistrationsSynced = parts.RegistrationsSynced
+	opt.StateExtra = parts.StateExtra
 	if parts.Offline {
 		opt.StateFile = ""
+		opt.StateExtra = nil
 		opt.SkipHostAddrs = true
 	}
 	jail, err := jail.New(opt)

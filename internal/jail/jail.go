@@ -83,6 +83,16 @@ type Options struct {
 	// registrations, so that a restart protects at once). MarshalState
 	// must return JSON. nil: nothing extra.
 	StateExtra StateExtra
+	// Protect, when set, is handed every offense of an address whose ban
+	// the decision refuses because a live registration protects it
+	// (internal/protect's graduated response), with the policy in force.
+	Protect Protector
+}
+
+// Protector receives the offenses of protected addresses. Protected must
+// not block: it runs on the offense path.
+type Protector interface {
+	Protected(o offense.Offense, p Policy)
 }
 
 // StateExtra is state another component keeps in the jail's state file.

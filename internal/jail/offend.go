@@ -171,7 +171,7 @@ func (j *Jail) Offend(o offense.Offense) {
 		}
 		return
 	}
-	j.crossLocked(sh, k, of, crossing{ip: ip, ri: ri, score: score, t: t, seen: seen, src: o.Source}, pol)
+	j.crossLocked(sh, k, of, crossing{ip: ip, ri: ri, score: score, t: t, seen: seen, src: o.Source, off: o}, pol)
 }
 
 // crossing is an offender whose score reached MaxRetry.
@@ -182,6 +182,7 @@ type crossing struct {
 	t     time.Time // offense time
 	seen  time.Time // wall clock at Offend (latency)
 	src   offense.Source
+	off   offense.Offense // the offense that crossed (zero for a held crossing)
 }
 
 // crossLocked decides the ban of an entry whose score crossed MaxRetry and
@@ -208,6 +209,9 @@ func (j *Jail) crossLocked(sh *shard, k netip.Prefix, of *offender, c crossing, 
 		if skip {
 			j.m.skipped.WithLabelValues(reason.String()).Inc()
 			j.logSkip(c.ip, reason, why, c.ri, cnt, user, c.score)
+		}
+		if reason == decision.Registered && j.opt.Protect != nil && c.off.IP.IsValid() {
+			j.opt.Protect.Protected(c.off, pol.Policy)
 		}
 		return
 	}

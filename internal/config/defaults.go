@@ -2,10 +2,10 @@ package config
 
 import (
 	"slices"
-	"time"
 
 	"github.com/sipwarden/sipwarden/internal/eslwatch"
 	"github.com/sipwarden/sipwarden/internal/ipset"
+	"github.com/sipwarden/sipwarden/internal/jail"
 	"github.com/sipwarden/sipwarden/internal/logwatch"
 	"github.com/sipwarden/sipwarden/internal/offense"
 	"github.com/sipwarden/sipwarden/internal/sip"
@@ -53,17 +53,17 @@ func Default() Config {
 			string(offense.AuthChallenge): {Enabled: ptr(false), Weight: ptr(0.0)},
 		},
 		Jail: Jail{
-			Findtime:         10 * time.Minute,
-			MaxRetry:         5,
-			Bantime:          time.Hour,
-			Factor:           2,
-			MaxBantime:       7 * 24 * time.Hour,
-			MaxOffenders:     1_000_000,
-			UnverifiedFactor: 1,
+			Findtime:         jail.DefaultFindtime,
+			MaxRetry:         jail.DefaultMaxRetry,
+			Bantime:          jail.DefaultBantime,
+			Factor:           jail.DefaultFactor,
+			MaxBantime:       jail.DefaultMaxBantime,
+			MaxOffenders:     jail.DefaultMaxOffenders,
+			UnverifiedFactor: jail.DefaultUnverifiedFactor,
 		},
 		Whitelist: Whitelist{Grace: whitelist.DefaultGrace},
 		Ban: Ban{Backend: BackendIPSet, SetV4: ipset.DefaultSetV4, SetV6: ipset.DefaultSetV6, MaxElem: ipset.DefaultMaxElem,
-			V6Prefix: 128, ResyncInterval: time.Minute, RulePorts: slices.Clone(sc.SIPPorts)},
+			V6Prefix: 128, ResyncInterval: jail.DefaultResyncEvery, RulePorts: slices.Clone(sc.SIPPorts)},
 		API: API{Listen: "127.0.0.1:9091"},
 		Log: Log{Level: "info", Format: "text"},
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/sipwarden/sipwarden/internal/eslwatch"
 	"github.com/sipwarden/sipwarden/internal/ipset"
+	"github.com/sipwarden/sipwarden/internal/jail"
 	"github.com/sipwarden/sipwarden/internal/logwatch"
 	"github.com/sipwarden/sipwarden/internal/sip"
 	"github.com/sipwarden/sipwarden/internal/whitelist"
@@ -36,6 +37,14 @@ func TestDefaultsArePackageDefaults(t *testing.T) {
 		{"sip.scan_users", c.SIP.ScanUsers, sc.ScanUsers},
 		{"sip.scan_window", c.SIP.ScanWindow, sc.ScanWindow},
 		{"whitelist.grace", c.Whitelist.Grace, whitelist.DefaultGrace},
+		{"jail.findtime", c.Jail.Findtime, jail.DefaultFindtime},
+		{"jail.maxretry", c.Jail.MaxRetry, jail.DefaultMaxRetry},
+		{"jail.bantime", c.Jail.Bantime, jail.DefaultBantime},
+		{"jail.factor", c.Jail.Factor, jail.DefaultFactor},
+		{"jail.maxbantime", c.Jail.MaxBantime, jail.DefaultMaxBantime},
+		{"jail.max_offenders", c.Jail.MaxOffenders, jail.DefaultMaxOffenders},
+		{"jail.unverified_factor", c.Jail.UnverifiedFactor, jail.DefaultUnverifiedFactor},
+		{"ban.resync_interval", c.Ban.ResyncInterval, jail.DefaultResyncEvery},
 		{"ban.set_v4", c.Ban.SetV4, ipset.DefaultSetV4},
 		{"ban.set_v6", c.Ban.SetV6, ipset.DefaultSetV6},
 		{"ban.maxelem", c.Ban.MaxElem, ipset.DefaultMaxElem},

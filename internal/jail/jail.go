@@ -233,7 +233,7 @@ func New(o Options) (*Jail, error) {
 	setDefault(&o.DedupWindow, 2*time.Second)
 	setDefault(&o.HistoryTTL, 7*24*time.Hour)
 	setDefault(&o.SweepEvery, 30*time.Second)
-	setDefault(&o.ResyncEvery, time.Minute)
+	setDefault(&o.ResyncEvery, DefaultResyncEvery)
 	setDefault(&o.SaveEvery, time.Minute)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

@@ -56,24 +56,37 @@ type Policy struct {
 // DefaultMaxOffenders is Policy.MaxOffenders when unset.
 const DefaultMaxOffenders = 1 << 18
 
+// Defaults of the other Policy fields (config.Default reads them).
+const (
+	DefaultFindtime         = 10 * time.Minute
+	DefaultMaxRetry         = 5.0
+	DefaultBantime          = time.Hour
+	DefaultMaxBantime       = 7 * 24 * time.Hour
+	DefaultFactor           = 2.0
+	DefaultUnverifiedFactor = 1.0
+	// DefaultResyncEvery is Options.ResyncEvery when unset: the kernel sets
+	// are read back and repaired this often.
+	DefaultResyncEvery = time.Minute
+)
+
 func (p *Policy) defaults() {
 	if p.Findtime == 0 {
-		p.Findtime = 10 * time.Minute
+		p.Findtime = DefaultFindtime
 	}
 	if p.MaxRetry == 0 {
-		p.MaxRetry = 5
+		p.MaxRetry = DefaultMaxRetry
 	}
 	if p.Bantime == 0 {
-		p.Bantime = time.Hour
+		p.Bantime = DefaultBantime
 	}
 	if p.MaxBantime == 0 {
-		p.MaxBantime = max(7*24*time.Hour, p.Bantime)
+		p.MaxBantime = max(DefaultMaxBantime, p.Bantime)
 	}
 	if p.Factor == 0 {
-		p.Factor = 2
+		p.Factor = DefaultFactor
 	}
 	if p.UnverifiedFactor == 0 {
-		p.UnverifiedFactor = 1
+		p.UnverifiedFactor = DefaultUnverifiedFactor
 	}
 	if p.MaxOffenders == 0 {
 		p.MaxOffenders = DefaultMaxOffenders

@@ -19,11 +19,14 @@ var (
 	ErrTimeout      = errors.New("event socket command timed out")
 )
 
-// reply is a copied command/reply, api/response or greeting frame.
+// reply is a command/reply, api/response or greeting frame, owned by the
+// receiver. oversize is set (and body empty) when the frame was over the
+// size limit and discarded.
 type reply struct {
 	contentType string
 	replyText   string
 	body        []byte
+	oversize    int
 }
 
 // conn is one Event Socket connection. One reader goroutine reads every
@@ -34,8 +37,8 @@ type conn struct {
 	nc           net.Conn
 	fr           *frameReader
 	frameTimeout time.Duration
-	onEvent      func(ct string, body []byte)
-	onSkip       func(reason string)
+	onEvent      func(ct string, body []byte) // body is valid during the call only
+	onSkip       func(reason string, size int)
 
 	cmdMu   sync.Mutex // one command in flight
 	waiting atomic.Bool
@@ -45,7 +48,7 @@ type conn struct {
 	err  error         // why the reader ended; read after done
 }
 
-func newConn(nc net.Conn, maxFrame int, frameTimeout time.Duration, onEvent func(string, []byte), onSkip func(string)) *conn {
+func newConn(nc net.Conn, maxFrame int, frameTimeout time.Duration, onEvent func(string, []byte), onSkip func(string, int)) *conn {
 	c := &conn{
 		nc:           nc,
 		fr:           newFrameReader(nc, maxFrame),
@@ -87,22 +90,38 @@ func (c *conn) read() error {
 			return err
 		}
 		switch ct := f.contentType(); ct {
-		case "text/event-plain", "text/event-json":
-			c.onEvent(ct, f.body)
-		case "text/disconnect-notice":
-			return ErrDisconnected
-		case "auth/request", "command/reply", "api/response", "text/rude-rejection":
-			if !c.waiting.CompareAndSwap(true, false) {
-				c.onSkip("unexpected_reply")
+		case ctEventPlain, ctEventJSON:
+			if f.oversize > 0 {
+				// One event over the limit (a pre_register with a huge
+				// User-Agent): its body is gone, the stream is intact.
+				c.onSkip("oversized", f.oversize)
 				continue
 			}
-			c.replies <- reply{contentType: ct, replyText: f.get("Reply-Text"), body: append([]byte(nil), f.body...)}
-			if ct == "text/rude-rejection" {
+			c.onEvent(ct, f.body)
+		case ctDisconnect:
+			return ErrDisconnected
+		case ctAuth, ctReply, ctAPI, ctRude:
+			if !c.waiting.CompareAndSwap(true, false) {
+				c.onSkip("unexpected_reply", 0)
+				continue
+			}
+			r := reply{contentType: ct, replyText: string(f.get("Reply-Text")), oversize: f.oversize}
+			if f.oversize > 0 {
+				c.onSkip("oversized", f.oversize)
+			} else {
+				r.body = c.fr.detach() // a listing may be 30 MB: handed over, not copied
+			}
+			c.replies <- r
+			if ct == ctRude {
 				return ErrRejected
 			}
 		default:
 			// log/data, text/event-xml, anything else: counted, skipped.
-			c.onSkip("unknown_type")
+			if f.oversize > 0 {
+				c.onSkip("oversized", f.oversize)
+			} else {
+				c.onSkip("unknown_type", 0)
+			}
 		}
 	}
 }
@@ -129,8 +148,9 @@ func (c *conn) await(ctx context.Context, timeout time.Duration) (reply, error) 
 	}
 }
 
-// command sends cmd and waits for its reply. Any error leaves the
-// connection unusable: the caller closes it.
+// command sends cmd and waits for its reply. A reply over the frame limit
+// is an error wrapping ErrFrameTooLarge, after which the connection is
+// still in step; any other error leaves it unusable: the caller closes it.
 func (c *conn) command(ctx context.Context, cmd string, timeout time.Duration) (reply, error) {
 	if strings.ContainsAny(cmd, "\r\n") {
 		return reply{}, fmt.Errorf("command %q contains a line break", cmd)
@@ -147,6 +167,10 @@ func (c *conn) command(ctx context.Context, cmd string, timeout time.Duration) (
 	r, err := c.await(ctx, timeout)
 	if err != nil {
 		return reply{}, fmt.Errorf("%s: %w", verb(cmd), err)
+	}
+	if r.oversize > 0 {
+		return reply{}, fmt.Errorf("%s: %w: %s of %d bytes, limit %d (esl.max_frame_bytes)",
+			verb(cmd), ErrFrameTooLarge, r.contentType, r.oversize, c.fr.max)
 	}
 	return r, nil
 }

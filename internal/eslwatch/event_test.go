@@ -21,10 +21,12 @@ import (
 var fixedNow = time.Date(2026, 11, 25, 19, 46, 14, 0, time.UTC)
 
 // decodeStream returns every event of a capture as eslwatch decodes it.
-func decodeStream(t testing.TB, raw []byte) []*Event {
+// Each event gets its own decoder (production reuses one per connection:
+// TestDecoderReuse checks that reuse changes nothing).
+func decodeStream(t testing.TB, raw []byte) []*event {
 	t.Helper()
 	fr := newFrameReader(bytes.NewReader(raw), DefaultMaxFrame)
-	var evs []*Event
+	var evs []*event
 	for {
 		f, err := fr.next()
 		if errors.Is(err, io.EOF) {
@@ -33,20 +35,28 @@ func decodeStream(t testing.TB, raw []byte) []*Event {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var ev *Event
+		ev := &event{}
 		switch f.contentType() {
-		case "text/event-plain":
-			ev, err = parsePlainEvent(f.body)
-		case "text/event-json":
-			ev, err = parseJSONEvent(f.body)
+		case ctEventPlain:
+			err = ev.parsePlain(f.body)
+		case ctEventJSON:
+			err = ev.parseJSON(f.body)
 		default:
 			continue
 		}
+		ev.body = bytes.Clone(ev.body) // the frame body is the reader's
 		if err != nil {
 			t.Fatal(err)
 		}
 		evs = append(evs, ev)
 	}
+}
+
+// decoderOf returns a decoder holding ev.
+func decoderOf(ev *event) *decoder {
+	d := newDecoder()
+	d.ev = *ev
+	return d
 }
 
 func TestDecodeFixtureEvents(t *testing.T) {
@@ -88,7 +98,7 @@ func TestEventMapping(t *testing.T) {
 	a := decodeStream(t, esltest.Fixture(t, "A_vanilla_esl_custom_sofia_events.raw.txt"))
 	c := decodeStream(t, esltest.Fixture(t, "C_extras_esl_custom_sofia_events.raw.txt"))
 
-	r, exp, ok := registerEvent(a[2], "fs1", fixedNow)
+	r, exp, ok := decoderOf(a[2]).registerEvent("fs1", fixedNow)
 	want := whitelist.Registration{
 		IP: netip.MustParseAddr("127.0.0.1"), User: "1000", Realm: "127.0.0.1", Profile: "internal",
 		Contact: "sip:1000@127.0.0.1:15060;transport=UDP", CallID: "1-9887@127.0.0.1",
@@ -108,7 +118,7 @@ func TestEventMapping(t *testing.T) {
 	}
 
 	// sofia::unregister: a new call-id (1-10333), same user and contact.
-	g, ok := goneEvent(a[9], "fs1")
+	g, ok := decoderOf(a[9]).goneEvent("fs1")
 	if !ok || g.CallID != "1-10333@127.0.0.1" || g.User != "1000" || g.Realm != "127.0.0.1" || g.Contact != want.Contact {
 		t.Fatalf("unregister = %+v", g)
 	}
@@ -117,7 +127,7 @@ func TestEventMapping(t *testing.T) {
 	if exp1002.Name() != "sofia::expire" || exp1002.Get("expires") != "1795636193" {
 		t.Fatalf("last C event = %s %s", exp1002.Name(), exp1002.Get("expires"))
 	}
-	g, ok = goneEvent(exp1002, "fs1")
+	g, ok = decoderOf(exp1002).goneEvent("fs1")
 	if !ok || g.User != "1002" || g.CallID != "1-12722@127.0.0.1" || g.IP != netip.MustParseAddr("127.0.0.1") {
 		t.Fatalf("expire = %+v", g)
 	}
@@ -235,8 +245,8 @@ func TestDifferentialGoEventsocket(t *testing.T) {
 			for i, oe := range theirs {
 				ev := ours[i]
 				names := map[string]bool{}
-				for _, h := range ev.Headers {
-					names[strings.ToLower(h.Name)] = true
+				for i := range ev.hdrs {
+					names[strings.ToLower(string(ev.name(i)))] = true
 				}
 				if len(names) != len(oe.Header) {
 					t.Errorf("event %d (%s): %d distinct headers, oracle %d", i, ev.Name(), len(names), len(oe.Header))
@@ -247,8 +257,8 @@ func TestDifferentialGoEventsocket(t *testing.T) {
 						t.Errorf("event %d (%s) header %s = %q, oracle %q", i, ev.Name(), k, got, s)
 					}
 				}
-				if ev.Body != oe.Body {
-					t.Errorf("event %d body %q, oracle %q", i, ev.Body, oe.Body)
+				if string(ev.body) != oe.Body {
+					t.Errorf("event %d body %q, oracle %q", i, ev.body, oe.Body)
 				}
 			}
 		})

@@ -3,6 +3,7 @@ package eslwatch
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"runtime"
 	"strings"
@@ -33,10 +34,16 @@ func TestFrameReader(t *testing.T) {
 		{name: "header without name", in: ": value\n\n", wantErr: ErrProtocol},
 		{name: "bad Content-Length", in: "Content-Type: api/response\nContent-Length: -5\n\n", wantErr: ErrProtocol},
 		{name: "Content-Length with 11 digits", in: "Content-Length: 99999999999\n\n", wantErr: ErrProtocol},
-		{name: "Content-Length over the limit", in: "Content-Length: 4000000000\nContent-Type: text/event-plain\n\n", max: 1 << 20, wantErr: ErrFrameTooLarge},
-		{name: "one over the limit", in: "Content-Length: 101\n\n" + strings.Repeat("x", 101), max: 100, wantErr: ErrFrameTooLarge},
+		// Over the limit: the body is discarded unread, the stream goes on.
+		{name: "Content-Length over the limit, body never sent", in: "Content-Length: 4000000000\nContent-Type: text/event-plain\n\n", max: 1 << 20, wantErr: io.ErrUnexpectedEOF},
+		{name: "one over the limit", in: "Content-Length: 101\n\n" + strings.Repeat("x", 101), max: 100,
+			wantType: []string{"(oversize 101)"}, wantErr: io.EOF},
+		{name: "oversized event, then a reply", in: esltest.EventPlain(strings.Repeat("User-Agent: x\n", 20)+"\n") + esltest.AuthAccepted, max: 100,
+			wantType: []string{"text/event-plain(oversize 281)", "command/reply"}, wantErr: io.EOF},
+		{name: "oversized reply, then an event", in: esltest.APIResponse(strings.Repeat("[", 300)) + esltest.EventPlain("A: b\n\n"), max: 100,
+			wantType: []string{"api/response(oversize 300)", "text/event-plain"}, wantErr: io.EOF},
 		{name: "exactly the limit", in: "Content-Length: 100\nContent-Type: x/y\n\n" + strings.Repeat("x", 100), max: 100,
-			wantType: []string{"x/y"}, wantErr: io.EOF},
+			wantType: []string{"other"}, wantErr: io.EOF},
 		{name: "truncated body", in: "Content-Length: 10\n\nabc", wantErr: io.ErrUnexpectedEOF},
 		{name: "truncated headers", in: "Content-Type: command/reply\nReply-Te", wantErr: io.ErrUnexpectedEOF},
 		{name: "too many header lines", in: strings.Repeat("X-A: b\n", maxHeaderLines+1) + "\n", wantErr: ErrProtocol},
@@ -57,7 +64,14 @@ func TestFrameReader(t *testing.T) {
 					if f, err = fr.next(); err != nil {
 						break
 					}
-					got = append(got, f.contentType())
+					ct := f.contentType()
+					if f.oversize > 0 {
+						if len(f.body) > 0 {
+							t.Fatalf("oversized frame with a body of %d bytes", len(f.body))
+						}
+						ct += fmt.Sprintf("(oversize %d)", f.oversize)
+					}
+					got = append(got, ct)
 				}
 				if strings.Join(got, ",") != strings.Join(tc.wantType, ",") {
 					t.Errorf("frames %q, want %q", got, tc.wantType)
@@ -71,7 +85,7 @@ func TestFrameReader(t *testing.T) {
 }
 
 // TestFrameTooLargeAllocatesNothing: a Content-Length far over the limit is
-// refused before any of it is allocated.
+// discarded without any of it being allocated.
 func TestFrameTooLargeAllocatesNothing(t *testing.T) {
 	in := "Content-Length: 4294967295\nContent-Type: text/event-plain\n\n" + strings.Repeat("x", 100)
 	var before, after runtime.MemStats
@@ -79,7 +93,7 @@ func TestFrameTooLargeAllocatesNothing(t *testing.T) {
 	runtime.ReadMemStats(&before)
 	_, err := newFrameReader(strings.NewReader(in), 1<<20).next()
 	runtime.ReadMemStats(&after)
-	if !errors.Is(err, ErrFrameTooLarge) {
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Fatalf("err = %v", err)
 	}
 	if got := after.TotalAlloc - before.TotalAlloc; got > 256<<10 {
@@ -126,7 +140,7 @@ func TestFixtureStreamsFrame(t *testing.T) {
 				if err != nil {
 					t.Fatalf("frame %d: %v", i, err)
 				}
-				if !strings.HasSuffix(want[i], string(f.body)) || !strings.Contains(want[i], "Content-Type: "+f.contentType()+"\n") {
+				if !strings.HasSuffix(want[i], string(f.body)) || !strings.Contains(want[i], "Content-Type: "+string(f.get("Content-Type"))+"\n") {
 					t.Fatalf("frame %d differs: %q", i, want[i])
 				}
 			}
@@ -198,6 +212,7 @@ func FuzzFrame(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte) {
 		const max = 1 << 16
 		fr := newFrameReader(bytes.NewReader(in), max)
+		d := newDecoder()
 		for i := 0; i < 1000; i++ {
 			fm, err := fr.next()
 			if err != nil {
@@ -206,18 +221,19 @@ func FuzzFrame(f *testing.F) {
 			if len(fm.body) > max {
 				t.Fatalf("body of %d bytes over the limit", len(fm.body))
 			}
-			var ev *Event
 			switch fm.contentType() {
-			case "text/event-plain":
-				ev, err = parsePlainEvent(fm.body)
-			case "text/event-json":
-				ev, err = parseJSONEvent(fm.body)
+			case ctEventPlain:
+				err = d.ev.parsePlain(fm.body)
+			case ctEventJSON:
+				err = d.ev.parseJSON(fm.body)
+			default:
+				continue
 			}
-			if err == nil && ev != nil {
-				ev.Name()
-				registerEvent(ev, "n", fixedNow)
-				goneEvent(ev, "n")
-				eventTime(ev)
+			if err == nil {
+				d.ev.kind()
+				d.registerEvent("n", fixedNow)
+				d.goneEvent("n")
+				eventTime(&d.ev)
 			}
 		}
 	})

@@ -41,7 +41,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"reason"}),
 		skipped: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: offense.Namespace, Name: "esl_skipped_total",
-			Help: "Event Socket input counted and skipped, by reason (unknown_type, unexpected_reply, malformed_event, bad_registration).",
+			Help: "Event Socket input counted and skipped, by reason (oversized: a frame over esl.max_frame_bytes, its body discarded; unknown_type, unexpected_reply, malformed_event, bad_registration, held_overflow).",
 		}, []string{"reason"}),
 		resyncs: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: offense.Namespace, Name: "esl_resyncs_total",
@@ -60,8 +60,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	return m
 }
 
-func (m *metrics) event(name string) prometheus.Counter {
-	if c, ok := m.events[name]; ok {
+func (m *metrics) event(name []byte) prometheus.Counter {
+	if c, ok := m.events[string(name)]; ok {
 		return c
 	}
 	return m.events["other"]

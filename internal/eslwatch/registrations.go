@@ -112,80 +112,190 @@ func splitURL(u string) (profile, contact string) {
 // contactURI returns the URI of a Contact header value
 // (`"" <sip:1000@127.0.0.1:15060;transport=UDP>` -> the part in brackets), so
 // that events and the listing name a contact the same way.
-func contactURI(c string) string {
-	if i := strings.IndexByte(c, '<'); i >= 0 {
-		if j := strings.IndexByte(c[i:], '>'); j > 0 {
+func contactURI(c []byte) []byte {
+	if i := bytes.IndexByte(c, '<'); i >= 0 {
+		if j := bytes.IndexByte(c[i:], '>'); j > 0 {
 			return c[i+1 : i+j]
 		}
 	}
-	return strings.TrimSpace(c)
+	return bytes.TrimSpace(c)
 }
 
 // eventAddr is the source address FreeSWITCH saw: network-ip
 // (sofia::wrong_call_state writes network_ip).
-func eventAddr(ev *Event) (netip.Addr, bool) {
-	s := ev.Get("network-ip")
-	if s == "" {
-		s = ev.Get("network_ip")
+func eventAddr(ev *event) (netip.Addr, bool) {
+	s := ev.raw("network-ip")
+	if s == nil {
+		s = ev.raw("network_ip")
 	}
-	ip, err := netip.ParseAddr(s)
+	return parseAddr(s)
+}
+
+// eventPort is network-port, the source port FreeSWITCH saw (the NAT
+// mapping); 0 when absent or not a port.
+func eventPort(ev *event) uint16 {
+	s := ev.raw("network-port")
+	if s == nil {
+		s = ev.raw("network_port")
+	}
+	p, ok := parseInt(s)
+	if !ok || p < 0 || p > 65535 || s[0] == '+' || s[0] == '-' {
+		return 0
+	}
+	return uint16(p)
+}
+
+// parseAddr parses an address, IPv4 without allocating, unmapped and
+// without zone.
+func parseAddr(b []byte) (netip.Addr, bool) {
+	if a, ok := parseIPv4(b); ok {
+		return a, true
+	}
+	if bytes.IndexByte(b, ':') < 0 {
+		return netip.Addr{}, false
+	}
+	ip, err := netip.ParseAddr(string(b))
 	if err != nil {
 		return netip.Addr{}, false
 	}
 	return ip.Unmap().WithZone(""), true
 }
 
-// eventPort is network-port, the source port FreeSWITCH saw (the NAT
-// mapping); 0 when absent or not a port.
-func eventPort(ev *Event) uint16 {
-	s := ev.Get("network-port")
-	if s == "" {
-		s = ev.Get("network_port")
+// parseIPv4 accepts exactly what netip.ParseAddr accepts for IPv4: four
+// decimal fields of 1 to 3 digits, at most 255, no leading zeros.
+func parseIPv4(b []byte) (netip.Addr, bool) {
+	var a [4]byte
+	field, digits, v := 0, 0, 0
+	for i := 0; i <= len(b); i++ {
+		if i == len(b) || b[i] == '.' {
+			if digits == 0 || field == 4 {
+				return netip.Addr{}, false
+			}
+			a[field] = byte(v)
+			field, digits, v = field+1, 0, 0
+			continue
+		}
+		c := b[i]
+		if c < '0' || c > '9' || digits == 3 || digits == 1 && v == 0 {
+			return netip.Addr{}, false
+		}
+		v = v*10 + int(c-'0')
+		if v > 255 {
+			return netip.Addr{}, false
+		}
+		digits++
 	}
-	p, err := strconv.ParseUint(s, 10, 16)
-	if err != nil {
-		return 0
+	if field != 4 {
+		return netip.Addr{}, false
 	}
-	return uint16(p)
+	return netip.AddrFrom4(a), true
+}
+
+// parseInt parses an optionally signed decimal int64 without allocating.
+func parseInt(b []byte) (int64, bool) {
+	neg := false
+	if len(b) > 0 && (b[0] == '-' || b[0] == '+') {
+		neg, b = b[0] == '-', b[1:]
+	}
+	if len(b) == 0 || len(b) > 18 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	if neg {
+		n = -n
+	}
+	return n, true
 }
 
 // eventTime is Event-Date-Timestamp (microseconds since the epoch).
-func eventTime(ev *Event) (time.Time, bool) {
-	us, err := strconv.ParseInt(ev.Get("Event-Date-Timestamp"), 10, 64)
-	if err != nil || us <= 0 {
+func eventTime(ev *event) (time.Time, bool) {
+	us, ok := parseInt(ev.raw("Event-Date-Timestamp"))
+	if !ok || us <= 0 {
 		return time.Time{}, false
 	}
 	return time.UnixMicro(us).UTC(), true
 }
 
-func firstOf(ev *Event, names ...string) string {
+func firstOf(ev *event, names ...string) []byte {
 	for _, n := range names {
-		if v := ev.Get(n); v != "" {
+		if v := ev.raw(n); len(v) > 0 {
 			return v
 		}
 	}
-	return ""
+	return nil
+}
+
+// decoder turns events into registrations. It belongs to one reader
+// goroutine: the event, the scratch buffer and the intern table are reused
+// from event to event.
+type decoder struct {
+	ev      event
+	scratch []byte
+	intern  map[string]string
+}
+
+// maxInterned bounds the intern table (realms, profiles, user agents: a
+// PBX has few); beyond it strings are simply allocated.
+const (
+	maxInterned    = 4096
+	maxInternedLen = 256
+)
+
+func newDecoder() *decoder { return &decoder{intern: make(map[string]string)} }
+
+// str returns b as a string, shared with every earlier equal one.
+func (d *decoder) str(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	if s, ok := d.intern[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if len(d.intern) < maxInterned && len(b) <= maxInternedLen {
+		d.intern[s] = s
+	}
+	return s
+}
+
+// str3 returns three byte slices as strings backed by one allocation.
+func (d *decoder) str3(a, b, c []byte) (string, string, string) {
+	d.scratch = append(append(append(d.scratch[:0], a...), b...), c...)
+	if cap(d.scratch) > keepBufMax {
+		defer func() { d.scratch = nil }()
+	}
+	s := string(d.scratch)
+	return s[:len(a)], s[len(a) : len(a)+len(b)], s[len(a)+len(b):]
 }
 
 // registerEvent maps sofia::register, whose expires is relative seconds.
 // In it from-user is the registered (To) user, like reg_user in the listing.
-func registerEvent(ev *Event, node string, now time.Time) (r whitelist.Registration, expires int64, ok bool) {
+func (d *decoder) registerEvent(node string, now time.Time) (r whitelist.Registration, expires int64, ok bool) {
+	ev := &d.ev
 	ip, ok := eventAddr(ev)
 	if !ok {
 		return r, 0, false
 	}
-	expires, err := strconv.ParseInt(ev.Get("expires"), 10, 64)
-	if err != nil {
+	expires, ok = parseInt(ev.raw("expires"))
+	if !ok {
 		return r, 0, false
 	}
+	user, contact, callID := d.str3(firstOf(ev, "from-user", "username", "to-user"),
+		contactURI(ev.raw("contact")), ev.raw("call-id"))
 	return whitelist.Registration{
 		IP:        ip,
-		User:      firstOf(ev, "from-user", "username", "to-user"),
-		Realm:     firstOf(ev, "realm", "from-host", "to-host"),
-		Profile:   ev.Get("profile-name"),
-		Contact:   contactURI(ev.Get("contact")),
-		CallID:    ev.Get("call-id"),
-		UserAgent: ev.Get("user-agent"),
+		User:      user,
+		Realm:     d.str(firstOf(ev, "realm", "from-host", "to-host")),
+		Profile:   d.str(ev.raw("profile-name")),
+		Contact:   contact,
+		CallID:    callID,
+		UserAgent: d.str(ev.raw("user-agent")),
 		Node:      node,
 		ExpiresAt: now.Add(time.Duration(expires) * time.Second).UTC(),
 	}, expires, true
@@ -193,19 +303,21 @@ func registerEvent(ev *Event, node string, now time.Time) (r whitelist.Registrat
 
 // goneEvent maps sofia::unregister and sofia::expire (which names the user
 // in "user" and carries an absolute expires) to the registration to remove.
-func goneEvent(ev *Event, node string) (whitelist.Registration, bool) {
+func (d *decoder) goneEvent(node string) (whitelist.Registration, bool) {
+	ev := &d.ev
 	ip, ok := eventAddr(ev)
-	cid := ev.Get("call-id")
-	if !ok && cid == "" {
+	cid := ev.raw("call-id")
+	if !ok && len(cid) == 0 {
 		return whitelist.Registration{}, false
 	}
+	user, contact, callID := d.str3(firstOf(ev, "user", "from-user", "username"), contactURI(ev.raw("contact")), cid)
 	return whitelist.Registration{
 		IP:      ip,
-		User:    firstOf(ev, "user", "from-user", "username"),
-		Realm:   firstOf(ev, "realm", "host", "from-host"),
-		Profile: ev.Get("profile-name"),
-		Contact: contactURI(ev.Get("contact")),
-		CallID:  cid,
+		User:    user,
+		Realm:   d.str(firstOf(ev, "realm", "host", "from-host")),
+		Profile: d.str(ev.raw("profile-name")),
+		Contact: contact,
+		CallID:  callID,
 		Node:    node,
 	}, true
 }

@@ -5,12 +5,14 @@
 // reports digest failures (sofia::register_failure) as offenses.
 //
 // It carries its own small, defensive Event Socket client: a dial timeout,
-// context cancellation, a frame size limit (an oversized Content-Length is
-// never allocated), unknown frame types counted and skipped, one reader
-// goroutine per connection that always drains, serialised commands with a
-// timeout, and the connection dropped and re-established (exponential
-// backoff with jitter) on any protocol error. A broken or hostile peer can
-// cost a reconnect, never the daemon.
+// context cancellation, a frame size limit (an oversized frame is never
+// allocated: its body is discarded and counted, and the connection goes
+// on), unknown frame types counted and skipped, one reader goroutine per
+// connection that always drains, serialised commands with a timeout, and
+// the connection dropped and re-established (exponential backoff with
+// jitter) on any protocol error. A broken or hostile peer can cost a
+// reconnect, never the daemon. The event decoder reuses its buffers: a
+// sofia::register costs about one allocation on its way into the whitelist.
 //
 // It must not ban, score or filter offenses (the jail does), and must not
 // decide whether an address is allowed (the whitelist does).
@@ -25,6 +27,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,6 +53,11 @@ const (
 	DefaultBackoffMax     = 30 * time.Second
 	DefaultMaxFrame       = 64 << 20 // a listing of 100k registrations is about 30 MB
 )
+
+// A listing that fails (over the frame limit, or not understood) is asked
+// again after listingRetry at most (ResyncEvery if shorter): the node is
+// not resynced meanwhile, and Ready says why.
+const listingRetry = 30 * time.Second
 
 // Options configures a Watcher. Zero durations and sizes take the defaults.
 type Options struct {
@@ -78,6 +86,10 @@ type Watcher struct {
 	nodes    []*node
 	m        *metrics
 	testHook func(what string) // tests: called after each event, resync and connect ("event", "resync", "ready")
+
+	syncMu   sync.Mutex
+	unsynced int           // nodes without a first resync
+	synced   chan struct{} // closed when unsynced reaches 0
 }
 
 type node struct {
@@ -85,7 +97,8 @@ type node struct {
 	log  *slog.Logger
 
 	mu      sync.Mutex
-	ready   bool
+	ready   bool // connected, subscribed and the last listing applied
+	synced  bool // a listing was applied at least once
 	lastErr error
 
 	// Offenses seen between the subscription and the first resync of a
@@ -95,6 +108,8 @@ type node struct {
 	hmu     sync.Mutex
 	holding bool
 	held    []offense.Offense
+
+	oversizeLogged atomic.Bool
 }
 
 // maxHeld bounds the offenses held during a resync; more are dropped and
@@ -181,9 +196,11 @@ func New(opts Options) (*Watcher, error) {
 		opts.Registerer = prometheus.NewRegistry()
 	}
 	w := &Watcher{
-		opts: opts,
-		log:  opts.Logger.With("component", "eslwatch"),
-		m:    newMetrics(opts.Registerer),
+		opts:     opts,
+		log:      opts.Logger.With("component", "eslwatch"),
+		m:        newMetrics(opts.Registerer),
+		unsynced: len(opts.Addresses),
+		synced:   make(chan struct{}),
 	}
 	if len(opts.Profiles) > 0 {
 		w.profiles = make(map[string]bool)
@@ -205,6 +222,30 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	return nil
+}
+
+// Synced is closed once every node has completed its first registration
+// resync (its listing is in the whitelist). It stays closed through later
+// disconnects: the whitelist keeps a lost node's registrations until they
+// expire. The jail holds automatic bans until it is closed.
+func (w *Watcher) Synced() <-chan struct{} { return w.synced }
+
+// markSynced records a node's applied listing.
+func (w *Watcher) markSynced(n *node) {
+	n.mu.Lock()
+	first := !n.synced
+	n.synced = true
+	n.mu.Unlock()
+	if !first {
+		return
+	}
+	w.syncMu.Lock()
+	defer w.syncMu.Unlock()
+	w.unsynced--
+	if w.unsynced == 0 {
+		close(w.synced)
+		w.log.Info("every Event Socket node resynced", "nodes", len(w.nodes))
+	}
 }
 
 // Ready reports whether every node is connected, subscribed and resynced;
@@ -296,9 +337,10 @@ func (w *Watcher) session(ctx context.Context, n *node, reconnect bool) (ready b
 	if err != nil {
 		return false, fmt.Errorf("%w: %w", errDial, err)
 	}
+	dec := newDecoder() // owned by the reader goroutine
 	c := newConn(nc, w.opts.MaxFrame, w.opts.CommandTimeout,
-		func(ct string, body []byte) { w.handle(n, ct, body) },
-		func(reason string) { w.m.skipped.WithLabelValues(reason).Inc() })
+		func(ct string, body []byte) { w.handle(n, dec, ct, body) },
+		func(reason string, size int) { w.skip(n, reason, size) })
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	n.hold()
 	go c.readLoop()
@@ -337,7 +379,8 @@ func (w *Watcher) session(ctx context.Context, n *node, reconnect bool) (ready b
 	if !strings.HasPrefix(r.replyText, "+OK") {
 		return false, fmt.Errorf("%w: subscription refused: %s", ErrProtocol, r.replyText)
 	}
-	if err := w.resync(ctx, c, n); err != nil {
+	listErr, err := w.resync(ctx, c, n)
+	if err != nil {
 		return false, err
 	}
 	w.release(n)
@@ -346,13 +389,18 @@ func (w *Watcher) session(ctx context.Context, n *node, reconnect bool) (ready b
 	if reconnect {
 		w.m.reconnects.Inc()
 	}
-	n.setReady(true, nil)
-	n.log.Info("event socket connected")
+	n.setReady(listErr == nil, listErr)
+	n.log.Info("event socket connected", "resynced", listErr == nil)
 	if w.testHook != nil {
 		w.testHook("ready")
 	}
 
-	t := time.NewTicker(w.opts.ResyncEvery)
+	every := w.opts.ResyncEvery
+	retry := min(every, listingRetry)
+	t := time.NewTimer(every)
+	if listErr != nil {
+		t.Reset(retry)
+	}
 	defer t.Stop()
 	for {
 		select {
@@ -361,8 +409,15 @@ func (w *Watcher) session(ctx context.Context, n *node, reconnect bool) (ready b
 		case <-c.done:
 			return true, c.err
 		case <-t.C:
-			if err := w.resync(ctx, c, n); err != nil {
+			listErr, err := w.resync(ctx, c, n)
+			if err != nil {
 				return true, err
+			}
+			n.setReady(listErr == nil, listErr)
+			if listErr != nil {
+				t.Reset(retry)
+			} else {
+				t.Reset(every)
 			}
 		}
 	}
@@ -370,17 +425,25 @@ func (w *Watcher) session(ctx context.Context, n *node, reconnect bool) (ready b
 
 // resync replaces the node's registrations with FreeSWITCH's listing.
 // Events processed while the listing was on its way are newer than it and
-// are kept (whitelist.ReplaceNodeAfter).
-func (w *Watcher) resync(ctx context.Context, c *conn, n *node) error {
+// are kept (whitelist.ReplaceNodeAfter). A listing that cannot be used
+// (over the frame limit, or not understood) leaves the node's previous set
+// as it was and is returned as listErr: the stream itself is intact and
+// the session goes on. err is a failure of the connection.
+func (w *Watcher) resync(ctx context.Context, c *conn, n *node) (listErr, err error) {
 	mark := w.opts.Whitelist.Mark()
+	t0 := time.Now()
 	r, err := c.command(ctx, ResyncCommand, w.opts.CommandTimeout)
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrFrameTooLarge):
 		w.m.resyncs.WithLabelValues("error").Inc()
-		return err
-	}
-	if r.contentType != "api/response" {
+		n.log.Error("registration listing over the frame limit; keeping the previous set (raise esl.max_frame_bytes)", "err", err)
+		return err, nil
+	case err != nil:
 		w.m.resyncs.WithLabelValues("error").Inc()
-		return fmt.Errorf("%w: %s answered with %q", ErrProtocol, ResyncCommand, r.contentType)
+		return nil, err
+	case r.contentType != ctAPI:
+		w.m.resyncs.WithLabelValues("error").Inc()
+		return nil, fmt.Errorf("%w: %s answered with %q", ErrProtocol, ResyncCommand, r.contentType)
 	}
 	regs, skipped, err := ParseRegistrations(r.body, n.addr)
 	if err != nil {
@@ -388,8 +451,8 @@ func (w *Watcher) resync(ctx context.Context, c *conn, n *node) error {
 		w.m.parseErrors.Inc()
 		// FreeSWITCH answers "-ERR ..." when the command fails; either
 		// way the stream itself is intact: keep the old set, stay up.
-		n.log.Warn("registration listing not understood; keeping the previous set", "err", err)
-		return nil
+		n.log.Error("registration listing not understood; keeping the previous set", "err", err)
+		return err, nil
 	}
 	if skipped > 0 {
 		w.m.skipped.WithLabelValues("bad_registration").Add(float64(skipped))
@@ -405,42 +468,52 @@ func (w *Watcher) resync(ctx context.Context, c *conn, n *node) error {
 	}
 	w.opts.Whitelist.ReplaceNodeAfter(n.addr, regs, mark)
 	w.m.resyncs.WithLabelValues("ok").Inc()
+	w.markSynced(n)
 	if w.testHook != nil {
 		w.testHook("resync")
 	}
-	n.log.Debug("registrations resynced", "count", len(regs))
-	return nil
+	n.log.Debug("registrations resynced", "count", len(regs), "bytes", len(r.body), "took", time.Since(t0).Round(time.Millisecond))
+	return nil, nil
+}
+
+// skip counts a frame the reader skipped; an oversized one is also logged,
+// once per node (the metric counts the rest).
+func (w *Watcher) skip(n *node, reason string, size int) {
+	w.m.skipped.WithLabelValues(reason).Inc()
+	if reason == "oversized" && n.oversizeLogged.CompareAndSwap(false, true) {
+		n.log.Warn("event socket frame over the size limit skipped (esl.max_frame_bytes); further ones are only counted",
+			"bytes", size, "limit", w.opts.MaxFrame)
+	}
 }
 
 // handle runs in the reader goroutine for every event: it must be quick.
-func (w *Watcher) handle(n *node, ct string, body []byte) {
-	w.handleEvent(n, ct, body)
+func (w *Watcher) handle(n *node, d *decoder, ct string, body []byte) {
+	w.handleEvent(n, d, ct, body)
 	if w.testHook != nil {
 		w.testHook("event")
 	}
 }
 
-func (w *Watcher) handleEvent(n *node, ct string, body []byte) {
-	var ev *Event
+func (w *Watcher) handleEvent(n *node, d *decoder, ct string, body []byte) {
 	var err error
-	if ct == "text/event-json" {
-		ev, err = parseJSONEvent(body)
+	if ct == ctEventJSON {
+		err = d.ev.parseJSON(body)
 	} else {
-		ev, err = parsePlainEvent(body)
+		err = d.ev.parsePlain(body)
 	}
 	if err != nil {
 		w.m.parseErrors.Inc()
 		w.m.skipped.WithLabelValues("malformed_event").Inc()
 		return
 	}
-	name := ev.Name()
+	name := d.ev.kind()
 	w.m.event(name).Inc()
-	switch name {
+	switch string(name) {
 	case "sofia::register":
-		if !w.trusted(ev) {
+		if !w.trusted(&d.ev) {
 			return
 		}
-		r, expires, ok := registerEvent(ev, n.addr, w.opts.Now())
+		r, expires, ok := d.registerEvent(n.addr, w.opts.Now())
 		if !ok {
 			w.m.skipped.WithLabelValues("bad_registration").Inc()
 			return
@@ -451,21 +524,21 @@ func (w *Watcher) handleEvent(n *node, ct string, body []byte) {
 		}
 		w.opts.Whitelist.Upsert(r)
 	case "sofia::unregister", "sofia::expire":
-		r, ok := goneEvent(ev, n.addr)
+		r, ok := d.goneEvent(n.addr)
 		if !ok {
 			w.m.skipped.WithLabelValues("bad_registration").Inc()
 			return
 		}
 		w.opts.Whitelist.RemoveRegistration(r)
 	case "sofia::register_failure":
-		w.registerFailure(n, ev)
+		w.registerFailure(n, &d.ev)
 	}
 	// pre_register, register_attempt (a challenge, or the attempt a failure
 	// reports) and wrong_call_state are counted only: never offenses.
 }
 
-func (w *Watcher) trusted(ev *Event) bool {
-	return w.profiles == nil || w.profiles[ev.Get("profile-name")]
+func (w *Watcher) trusted(ev *event) bool {
+	return w.profiles == nil || w.profiles[string(ev.raw("profile-name"))]
 }
 
 // maxSkew is how far an event's Event-Date-Timestamp may be from the
@@ -475,7 +548,7 @@ const maxSkew = time.Minute
 // registerFailure reports a digest failure (FreeSWITCH answered 403 after
 // a challenge). to-user is the user tried for a REGISTER and the dialled
 // number for an INVITE; the event has no call-id and no realm.
-func (w *Watcher) registerFailure(n *node, ev *Event) {
+func (w *Watcher) registerFailure(n *node, ev *event) {
 	if w.opts.Offenses == nil {
 		return
 	}

@@ -258,7 +258,7 @@ func TestFixtureStreamA(t *testing.T) {
 		"sofia::pre_register": 4, "sofia::register_attempt": 3, "sofia::register": 1,
 		"sofia::register_failure": 1, "sofia::unregister": 1, "other": 0,
 	} {
-		if got := testutil.ToFloat64(h.w.m.event(ev)); got != n {
+		if got := testutil.ToFloat64(h.w.m.event([]byte(ev))); got != n {
 			t.Errorf("esl_events_total{event=%q} = %v, want %v", ev, got, n)
 		}
 	}
@@ -324,7 +324,7 @@ func TestNATTwoRegistrationsOneLeaves(t *testing.T) {
 	if h.allowed(nat) {
 		t.Fatal("whitelisted after its last registration left")
 	}
-	if got := testutil.ToFloat64(h.w.m.event("sofia::unregister")); got != 2 {
+	if got := testutil.ToFloat64(h.w.m.event([]byte("sofia::unregister"))); got != 2 {
 		t.Fatalf("unregister events = %v", got)
 	}
 }
@@ -469,18 +469,203 @@ func TestUnknownContentTypesSkipped(t *testing.T) {
 	}
 }
 
-func TestOversizeFrameDropsConnection(t *testing.T) {
+// TestOversizedEventSkipped is issue 12 item 5 / issue 11 item 6: one event
+// over the frame limit (a pre_register carrying a huge User-Agent) is
+// counted and skipped; the connection, later events and the resync go on.
+func TestOversizedEventSkipped(t *testing.T) {
 	srv := esltest.NewServer(t, "ClueCon")
-	h := start(t, []string{srv.Addr}, func(o *Options) { o.MaxFrame = 1 << 20 })
+	h := start(t, []string{srv.Addr}, func(o *Options) {
+		o.MaxFrame = 64 << 10
+		o.ResyncEvery = 30 * time.Millisecond
+	})
+	h.waitFor("resync", 1)
+	evs := fixtureEvents(t, "A_vanilla_esl_custom_sofia_events.raw.txt")
+	huge := esltest.Rewrite(evs[0], map[string]string{"user-agent": strings.Repeat("friendly-scanner ", 12_000)})
+	if len(huge) < 200<<10 {
+		t.Fatalf("the oversized event is only %d bytes", len(huge))
+	}
+	if err := srv.Push(huge + evs[2]); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor("event", 1)
+	if !h.allowed("127.0.0.1") {
+		t.Fatal("the register after the oversized event was lost")
+	}
+	if got := testutil.ToFloat64(h.w.m.skipped.WithLabelValues("oversized")); got != 1 {
+		t.Fatalf("skipped{oversized} = %v", got)
+	}
+	if got := testutil.ToFloat64(h.w.m.event([]byte("sofia::pre_register"))); got != 0 {
+		t.Fatalf("the oversized pre_register was decoded (%v)", got)
+	}
+	// The resync still works on the same connection.
+	srv.SetRegistrations(strings.ReplaceAll(listingA, `"network_ip":"127.0.0.1"`, `"network_ip":"192.0.2.77"`))
+	n := h.count("resync")
+	h.waitFor("resync", n+2)
+	if !h.allowed("192.0.2.77") {
+		t.Fatal("the resync after the oversized event did not apply")
+	}
+	if srv.Subscribed() != 1 {
+		t.Fatalf("%d connections: the oversized event dropped one", srv.Subscribed())
+	}
+	if n, _ := testutil.GatherAndCount(h.reg, "sipwarden_esl_disconnects_total"); n != 0 {
+		t.Fatalf("%d disconnect series", n)
+	}
+}
+
+// TestOversizeAnnouncedNeverSent: a Content-Length of 4 GB that never
+// arrives costs no memory and, after the frame timeout, a reconnect.
+func TestOversizeAnnouncedNeverSent(t *testing.T) {
+	srv := esltest.NewServer(t, "ClueCon")
+	h := start(t, []string{srv.Addr}, func(o *Options) {
+		o.MaxFrame = 1 << 20
+		o.CommandTimeout = 200 * time.Millisecond
+	})
 	h.waitFor("resync", 1)
 	srv.Push("Content-Length: 4000000000\nContent-Type: text/event-plain\n\n")
-	h.waitMetric("disconnects{frame_too_large}", h.w.m.disconnects.WithLabelValues("frame_too_large"), 1)
+	h.waitMetric("disconnects{timeout}", h.w.m.disconnects.WithLabelValues("timeout"), 1)
 	h.waitFor("resync", 2)
-	// And the reconnected session works.
 	srv.Push(fixtureEvents(t, "A_vanilla_esl_custom_sofia_events.raw.txt")[2])
 	h.waitFor("event", 1)
 	if !h.allowed("127.0.0.1") {
 		t.Fatal("not whitelisted on the new connection")
+	}
+}
+
+// TestOversizedListing: a listing over the frame limit is refused loudly
+// (error, metrics, not ready) while the connection and the whitelist's
+// entries stay; once it fits, the node is resynced and ready again.
+func TestOversizedListing(t *testing.T) {
+	srv := esltest.NewServer(t, "ClueCon")
+	srv.SetRegistrations(listingA)
+	h := start(t, []string{srv.Addr}, func(o *Options) {
+		o.MaxFrame = 64 << 10
+		o.ResyncEvery = 30 * time.Millisecond
+	})
+	h.waitFor("resync", 1)
+	big := generateListing(1000) // about 270 kB
+	srv.SetRegistrations(big)
+	errs := h.w.m.resyncs.WithLabelValues("error")
+	h.waitMetric("resyncs{error}", errs, 2)
+	if got := testutil.ToFloat64(h.w.m.skipped.WithLabelValues("oversized")); got < 2 {
+		t.Fatalf("skipped{oversized} = %v", got)
+	}
+	if !h.allowed("127.0.0.1") {
+		t.Fatal("the refused listing cost the whitelist its entries")
+	}
+	if reason, ok := h.w.Ready(); ok || !strings.Contains(reason, "max_frame_bytes") {
+		t.Fatalf("Ready = %q,%v: the refusal is not reported", reason, ok)
+	}
+	// Events still flow on the same connection.
+	srv.Push(esltest.RegisterEvent(t, "192.0.2.61", "2000", "cid-61", 120))
+	h.waitFor("event", 1)
+	if !h.allowed("192.0.2.61") {
+		t.Fatal("events stopped after the refused listing")
+	}
+	if srv.Subscribed() != 1 {
+		t.Fatalf("%d connections", srv.Subscribed())
+	}
+	// The listing shrinks: resynced, ready.
+	srv.SetRegistrations(esltest.NoRegistrations)
+	n := h.count("resync")
+	h.waitFor("resync", n+1)
+	if reason, ok := h.w.Ready(); !ok {
+		t.Fatalf("not ready after a good listing: %s", reason)
+	}
+	if h.allowed("127.0.0.1") {
+		t.Fatal("the good listing was not applied")
+	}
+}
+
+// TestListing100k is issue 11 item 6: a listing of 100,000 registrations
+// (about 29 MB, rows in the real format of the A_vanilla capture) through
+// the Event Socket, with the default frame limit, resyncs the whitelist.
+func TestListing100k(t *testing.T) {
+	n := 100_000
+	if testing.Short() {
+		n = 20_000
+	}
+	srv := esltest.NewServer(t, "ClueCon")
+	body := generateListing(n)
+	srv.SetRegistrations(body)
+	h := start(t, []string{srv.Addr}, func(o *Options) { o.CommandTimeout = time.Minute })
+	h.waitFor("ready", 1)
+	t.Logf("%d registrations, %.1f MB listing", n, float64(len(body))/1e6)
+	if ips, regs := h.wl.Len(); ips != n || regs != n {
+		t.Fatalf("Len = %d,%d, want %d", ips, regs, n)
+	}
+	for _, i := range []int{0, 1, n / 2, n - 1} {
+		if _, ok := h.wl.Allowed(listingIP(i)); !ok {
+			t.Fatalf("%s (row %d) not whitelisted", listingIP(i), i)
+		}
+	}
+	if reason, ok := h.w.Ready(); !ok {
+		t.Fatal(reason)
+	}
+	select {
+	case <-h.w.Synced():
+	default:
+		t.Fatal("Synced not closed after the resync")
+	}
+}
+
+// listingIP is the address of row i of generateListing.
+func listingIP(i int) netip.Addr {
+	return netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+}
+
+// generateListing is a `show registrations as json` body of n rows, each
+// the A_vanilla capture's row with its own address, call-id and user.
+func generateListing(n int) string {
+	row := listingA[strings.Index(listingA, "[")+1 : len(listingA)-2]
+	var b strings.Builder
+	b.Grow(n * (len(row) + 16))
+	fmt.Fprintf(&b, `{"row_count":%d,"rows":[`, n)
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		r := strings.Replace(row, `"network_ip":"127.0.0.1"`, `"network_ip":"`+listingIP(i).String()+`"`, 1)
+		r = strings.Replace(r, "1-9887@", fmt.Sprintf("%08x-%04x-4a1b-9c2d-%012x@", i, i&0xffff, i*7919), 1)
+		r = strings.Replace(r, `"reg_user":"1000"`, fmt.Sprintf(`"reg_user":"%d"`, 1000+i%9000), 1)
+		b.WriteString(r)
+	}
+	b.WriteString("]}")
+	return b.String()
+}
+
+// TestSynced: Synced closes only once every node has applied a listing;
+// a node whose listing is refused holds it open.
+func TestSynced(t *testing.T) {
+	s1 := esltest.NewServer(t, "ClueCon")
+	s2 := esltest.NewServer(t, "ClueCon")
+	s2.SetRegistrations(generateListing(1000)) // over the limit below
+	h := start(t, []string{s1.Addr, s2.Addr}, func(o *Options) {
+		o.MaxFrame = 64 << 10
+		o.ResyncEvery = 30 * time.Millisecond
+	})
+	h.waitFor("resync", 1) // node 1
+	h.waitMetric("resyncs{error}", h.w.m.resyncs.WithLabelValues("error"), 1)
+	select {
+	case <-h.w.Synced():
+		t.Fatal("Synced closed while node 2 has no listing applied")
+	default:
+	}
+	s2.SetRegistrations(listingA)
+	select {
+	case <-h.w.Synced():
+	case <-time.After(wait):
+		t.Fatal("Synced not closed after every node resynced")
+	}
+	if !h.allowed("127.0.0.1") {
+		t.Fatal("closed before node 2's listing was in the whitelist")
+	}
+	// It stays closed through a disconnect.
+	s1.Drop()
+	s2.Drop()
+	select {
+	case <-h.w.Synced():
+	default:
+		t.Fatal("Synced reopened")
 	}
 }
 
@@ -524,7 +709,7 @@ func TestBurst10kRegisters(t *testing.T) {
 			t.Fatalf("%s not whitelisted", burstIP(i))
 		}
 	}
-	if got := testutil.ToFloat64(h.w.m.event("sofia::register")); got != 10_000 {
+	if got := testutil.ToFloat64(h.w.m.event([]byte("sofia::register"))); got != 10_000 {
 		t.Fatalf("register events = %v", got)
 	}
 }

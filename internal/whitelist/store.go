@@ -1,6 +1,8 @@
 package whitelist
 
 import (
+	"hash/maphash"
+	"math/bits"
 	"net/netip"
 	"strings"
 	"time"
@@ -11,7 +13,8 @@ import (
 // is guarded by Whitelist.mu.
 type store struct {
 	byIP   map[netip.Addr]*ipEntry
-	byCall map[callKey]netip.Addr // (node, call-id) -> address, for roaming phones
+	byCall map[uint64]netip.Addr // hash of (node, call-id) -> address, for roaming phones
+	seed   maphash.Seed
 	// nets groups the addresses of byIP by their /24 (IPv4) or /64 (IPv6),
 	// so that Registered answers for a prefix without a walk of everything.
 	nets       map[netip.Prefix][]netip.Addr
@@ -29,15 +32,18 @@ const (
 func newStore() store {
 	return store{
 		byIP:       make(map[netip.Addr]*ipEntry),
-		byCall:     make(map[callKey]netip.Addr),
+		byCall:     make(map[uint64]netip.Addr),
+		seed:       maphash.MakeSeed(),
 		nets:       make(map[netip.Prefix][]netip.Addr),
 		minExpires: maxInt64,
 	}
 }
 
-// callKey's strings are always the stored registration's own (never a
-// caller's, which may be a slice of a large body).
-type callKey struct{ node, callID string }
+// callKey hashes (node, call-id) for the roaming index. A collision only
+// loses the hint: a registration is always matched on its real fields.
+func (s *store) callKey(node, callID string) uint64 {
+	return maphash.String(s.seed, callID) ^ bits.RotateLeft64(maphash.String(s.seed, node), 17)
+}
 
 type ipEntry struct {
 	regs  []reg
@@ -73,7 +79,6 @@ type reg struct {
 func (r *reg) user() string    { return r.blob[:r.userEnd] }
 func (r *reg) contact() string { return r.blob[r.userEnd:r.contactEnd] }
 func (r *reg) callID() string  { return r.blob[r.contactEnd:] }
-func (r *reg) key() callKey    { return callKey{r.node.Value(), r.callID()} }
 
 func newReg(r *Registration, updated uint64) reg {
 	// One copy (a concatenation may return an operand as it is): the
@@ -183,7 +188,7 @@ func (s *store) dropCall(r *reg, ip netip.Addr) {
 	if r.callID() == "" {
 		return
 	}
-	k := r.key()
+	k := s.callKey(r.node.Value(), r.callID())
 	if s.byCall[k] == ip {
 		delete(s.byCall, k)
 	}
@@ -191,7 +196,7 @@ func (s *store) dropCall(r *reg, ip netip.Addr) {
 
 func (s *store) setCall(r *reg, ip netip.Addr) {
 	if r.callID() != "" {
-		s.byCall[r.key()] = ip
+		s.byCall[s.callKey(r.node.Value(), r.callID())] = ip
 	}
 }
 
@@ -218,7 +223,7 @@ func (w *Whitelist) Upsert(r Registration) {
 
 func (s *store) upsert(r *Registration, seq uint64) {
 	if r.CallID != "" {
-		if old, ok := s.byCall[callKey{r.Node, r.CallID}]; ok && old != r.IP {
+		if old, ok := s.byCall[s.callKey(r.Node, r.CallID)]; ok && old != r.IP {
 			s.remove(r.Node, old, "", "", "", r.CallID)
 		}
 	}
@@ -269,7 +274,7 @@ func (s *store) remove(node string, ip netip.Addr, user, realm, contact, callID 
 		if callID == "" || node == "" {
 			return 0
 		}
-		old, ok := s.byCall[callKey{node, callID}]
+		old, ok := s.byCall[s.callKey(node, callID)]
 		if !ok {
 			return 0
 		}
@@ -404,7 +409,7 @@ func (w *Whitelist) replaceNode(node string, regs []Registration, mark uint64, k
 // lack a contact: those of the registration it renews are kept.
 func (s *store) renew(r *Registration, mark, seq uint64) {
 	if r.CallID != "" {
-		if old, ok := s.byCall[callKey{r.Node, r.CallID}]; ok && old != r.IP {
+		if old, ok := s.byCall[s.callKey(r.Node, r.CallID)]; ok && old != r.IP {
 			if e := s.byIP[old]; e != nil {
 				if i := e.find(r); i >= 0 && e.regs[i].updated > mark {
 					return // a newer event moved it: the event wins

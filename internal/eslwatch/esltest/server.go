@@ -89,10 +89,12 @@ type srvConn struct {
 	sub bool // subscribed
 }
 
-func (c *srvConn) write(s string) error {
+func (c *srvConn) write(s string) error { return c.writeBytes([]byte(s)) }
+
+func (c *srvConn) writeBytes(b []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	_, err := c.nc.Write([]byte(s))
+	_, err := c.nc.Write(b)
 	return err
 }
 
@@ -308,7 +310,10 @@ func (s *Server) wait(timeout time.Duration, what string, cond func() bool) {
 }
 
 // Push writes raw bytes to every subscribed connection.
-func (s *Server) Push(raw string) error {
+func (s *Server) Push(raw string) error { return s.PushBytes([]byte(raw)) }
+
+// PushBytes is Push without a copy of raw (benchmarks push megabytes).
+func (s *Server) PushBytes(raw []byte) error {
 	s.mu.Lock()
 	var cs []*srvConn
 	for c := range s.conns {
@@ -322,7 +327,7 @@ func (s *Server) Push(raw string) error {
 	}
 	var errs []error
 	for _, c := range cs {
-		errs = append(errs, c.write(raw))
+		errs = append(errs, c.writeBytes(raw))
 	}
 	return errors.Join(errs...)
 }

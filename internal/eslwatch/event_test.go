@@ -321,3 +321,42 @@ func TestDifferentialCoverage(t *testing.T) {
 	}
 	t.Logf("%d events compared", total)
 }
+
+// FuzzListingFast holds the fast listing scanner to encoding/json: when it
+// accepts a body, it decodes exactly what encoding/json decodes.
+func FuzzListingFast(f *testing.F) {
+	f.Add([]byte(listingA))
+	f.Add([]byte(esltest.NoRegistrations))
+	f.Add([]byte(generateListing(3)))
+	f.Add([]byte(`{"row_count":1,"rows":[{"reg_user":"a\"b\u00e9\ud800","REALM":"x","extra":"y","expires":"1"}]}`))
+	f.Add([]byte(`{"rows":[{}],"row_count":01}`))
+	f.Add([]byte("{\"row_count\":1,\"rows\":[{\"realm\":\"\xff\"}]}"))
+	f.Add([]byte(`{"row_count":2,"rows":[{"token":"a","token":"b"}]} `))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		fast, ok := parseListingFast(string(in))
+		if !ok {
+			return
+		}
+		slow, err := parseListingJSON(in)
+		if err != nil {
+			t.Fatalf("fast path accepted what encoding/json refuses (%v)", err)
+		}
+		if *fast.RowCount != *slow.RowCount || len(fast.Rows) != len(slow.Rows) {
+			t.Fatalf("row_count %d/%d rows %d/%d", *fast.RowCount, *slow.RowCount, len(fast.Rows), len(slow.Rows))
+		}
+		for i := range fast.Rows {
+			if fast.Rows[i] != slow.Rows[i] {
+				t.Fatalf("row %d:\nfast %+v\nslow %+v", i, fast.Rows[i], slow.Rows[i])
+			}
+		}
+	})
+}
+
+// TestListingFastCoversFixtures: the fixtures' listings take the fast path.
+func TestListingFastCoversFixtures(t *testing.T) {
+	for _, body := range []string{listingA, esltest.NoRegistrations, generateListing(10)} {
+		if _, ok := parseListingFast(strings.TrimSpace(body)); !ok {
+			t.Errorf("fast path refused %.60q", body)
+		}
+	}
+}

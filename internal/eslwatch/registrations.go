@@ -50,16 +50,12 @@ type listingRow struct {
 // is not such a listing is an error wrapping ErrListing.
 func ParseRegistrations(body []byte, node string) (regs []whitelist.Registration, skipped int, err error) {
 	body = bytes.TrimSpace(body)
-	var l listing
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&l); err != nil {
-		return nil, 0, fmt.Errorf("%w: %w", ErrListing, err)
-	}
-	if dec.More() {
-		return nil, 0, fmt.Errorf("%w: data after the object", ErrListing)
-	}
-	if l.RowCount == nil {
-		return nil, 0, fmt.Errorf("%w: no row_count", ErrListing)
+	l, ok := parseListingFast(string(body))
+	if !ok {
+		var err error
+		if l, err = parseListingJSON(body); err != nil {
+			return nil, 0, err
+		}
 	}
 	regs = make([]whitelist.Registration, 0, len(l.Rows))
 	for _, row := range l.Rows {
@@ -71,6 +67,22 @@ func ParseRegistrations(body []byte, node string) (regs []whitelist.Registration
 		regs = append(regs, r)
 	}
 	return regs, skipped, nil
+}
+
+// parseListingJSON is the authoritative decoder of a listing.
+func parseListingJSON(body []byte) (listing, error) {
+	var l listing
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(&l); err != nil {
+		return listing{}, fmt.Errorf("%w: %w", ErrListing, err)
+	}
+	if dec.More() {
+		return listing{}, fmt.Errorf("%w: data after the object", ErrListing)
+	}
+	if l.RowCount == nil {
+		return listing{}, fmt.Errorf("%w: no row_count", ErrListing)
+	}
+	return l, nil
 }
 
 func (row *listingRow) registration(node string) (whitelist.Registration, bool) {

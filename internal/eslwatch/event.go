@@ -13,54 +13,73 @@ var errMalformedEvent = errors.New("malformed event")
 // URL-decoded, repeated headers kept (register_failure carries profile-name
 // twice), and its body when it has one.
 //
-// An event is reused from one frame to the next by the connection's reader:
-// every name and value lives in one arena, so decoding allocates nothing
-// once the arena has grown to the size of the largest event. What it
-// returns aliases the arena and is valid until the next decode.
+// An event is reused from one frame to the next by the connection's reader,
+// and decodes lazily: parsing only splits the lines; a value is URL-decoded
+// (into the arena) the first time it is asked for, and most of an event's
+// fifty headers never are. Decoding thus allocates nothing once the buffers
+// have grown to the size of the largest event. What it returns aliases the
+// frame body or the arena and is valid until the next decode.
 type event struct {
+	src   []byte // names and raw values: the frame body (plain) or the arena (JSON)
 	arena []byte
-	hdrs  []span // name, value pairs into arena
-	body  []byte // into the frame body
+	hdrs  []span
+	body  []byte
 }
 
-// span is a header: name arena[n0:n1], value arena[v0:v1].
-type span struct{ n0, n1, v0, v1 uint32 }
+// span is a header: name src[n0:n1]; value src[v0:v1] until decoded,
+// then arena[v0:v1].
+type span struct {
+	n0, n1, v0, v1 uint32
+	state          uint8
+}
+
+// The states of a span's value.
+const (
+	valRaw     uint8 = iota // as on the wire, maybe URL-encoded
+	valPlain                // needs no decoding: src[v0:v1]
+	valDecoded              // decoded: arena[v0:v1]
+)
 
 const maxEventHeaders = 1024
 
 func (e *event) reset() {
-	e.arena = e.arena[:0]
-	e.hdrs = e.hdrs[:0]
-	e.body = nil
 	if cap(e.arena) > keepBufMax {
 		e.arena = nil
 	}
+	e.arena = e.arena[:0]
+	e.hdrs = e.hdrs[:0]
+	e.body = nil
+	e.src = nil
 }
 
-func (e *event) add(name, value []byte, unescapeValue bool) error {
-	if len(e.hdrs) == maxEventHeaders {
-		return fmt.Errorf("%w: more than %d headers", errMalformedEvent, maxEventHeaders)
-	}
-	n0 := len(e.arena)
-	e.arena = append(e.arena, name...)
-	v0 := len(e.arena)
-	if unescapeValue {
-		e.arena = appendUnescaped(e.arena, value)
-	} else {
-		e.arena = append(e.arena, value...)
-	}
-	e.hdrs = append(e.hdrs, span{uint32(n0), uint32(v0), uint32(v0), uint32(len(e.arena))})
-	return nil
-}
+func (e *event) name(i int) []byte { h := &e.hdrs[i]; return e.src[h.n0:h.n1] }
 
-func (e *event) name(i int) []byte  { h := e.hdrs[i]; return e.arena[h.n0:h.n1] }
-func (e *event) value(i int) []byte { h := e.hdrs[i]; return e.arena[h.v0:h.v1] }
+// value returns header i's decoded value.
+func (e *event) value(i int) []byte {
+	h := &e.hdrs[i]
+	switch h.state {
+	case valPlain:
+		return e.src[h.v0:h.v1]
+	case valDecoded:
+		return e.arena[h.v0:h.v1]
+	}
+	v := e.src[h.v0:h.v1]
+	if bytes.IndexByte(v, '%') < 0 && bytes.IndexByte(v, '+') < 0 {
+		h.state = valPlain
+		return v
+	}
+	a0 := len(e.arena)
+	e.arena = appendUnescaped(e.arena, v)
+	h.v0, h.v1, h.state = uint32(a0), uint32(len(e.arena)), valDecoded
+	return e.arena[h.v0:h.v1]
+}
 
 // raw returns the first value of the header name, compared without case
-// (nil when absent). It aliases the arena.
+// (nil when absent).
 func (e *event) raw(name string) []byte {
-	for i, h := range e.hdrs {
-		if int(h.n1-h.n0) == len(name) && equalFold(e.arena[h.n0:h.n1], name) {
+	for i := range e.hdrs {
+		h := &e.hdrs[i]
+		if int(h.n1-h.n0) == len(name) && equalFold(e.src[h.n0:h.n1], name) {
 			return e.value(i)
 		}
 	}
@@ -115,41 +134,46 @@ func equalFold(b []byte, s string) bool {
 // body if the event has a Content-Length header.
 func (e *event) parsePlain(body []byte) error {
 	e.reset()
-	s := body
-	for len(s) > 0 {
-		line := s
-		if i := bytes.IndexByte(s, '\n'); i >= 0 {
-			line, s = s[:i], s[i+1:]
-		} else {
-			s = nil
+	e.src = body
+	off := 0
+	for off < len(body) {
+		end := len(body)
+		next := end
+		if i := bytes.IndexByte(body[off:], '\n'); i >= 0 {
+			end, next = off+i, off+i+1
 		}
-		for len(line) > 0 && isSpace(line[len(line)-1]) {
-			line = line[:len(line)-1]
+		for end > off && isSpace(body[end-1]) {
+			end--
 		}
+		line := body[off:end]
 		if len(line) == 0 {
+			off = next
 			break
 		}
 		c := bytes.IndexByte(line, ':')
 		if c <= 0 {
 			return fmt.Errorf("%w: header line %.40q", errMalformedEvent, line)
 		}
-		v := line[c+1:]
-		for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
-			v = v[1:]
+		v := off + c + 1
+		for v < end && (body[v] == ' ' || body[v] == '\t') {
+			v++
 		}
-		if err := e.add(line[:c], v, true); err != nil {
-			return err
+		if len(e.hdrs) == maxEventHeaders {
+			return fmt.Errorf("%w: more than %d headers", errMalformedEvent, maxEventHeaders)
 		}
+		e.hdrs = append(e.hdrs, span{n0: uint32(off), n1: uint32(off + c), v0: uint32(v), v1: uint32(end)})
+		off = next
 	}
 	if len(e.hdrs) == 0 {
 		return fmt.Errorf("%w: no headers", errMalformedEvent)
 	}
 	if cl := e.raw("Content-Length"); cl != nil {
+		rest := body[off:]
 		n, ok := parseLength(cl)
-		if !ok || n > len(s) {
-			return fmt.Errorf("%w: inner Content-Length %.20q with %d bytes left", errMalformedEvent, cl, len(s))
+		if !ok || n > len(rest) {
+			return fmt.Errorf("%w: inner Content-Length %.20q with %d bytes left", errMalformedEvent, cl, len(rest))
 		}
-		e.body = s[:n]
+		e.body = rest[:n]
 	}
 	return nil
 }
@@ -209,7 +233,10 @@ func (e *event) parseJSON(body []byte) error {
 	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
 		return fmt.Errorf("%w: not a JSON object", errMalformedEvent)
 	}
-	var bodyAt = -1
+	// Everything goes to src (its own buffer, reusing the arena's).
+	src := e.arena[:0]
+	e.arena = nil
+	bodyAt, bodyLen := -1, 0
 	for dec.More() {
 		t, err := dec.Token()
 		if err != nil {
@@ -225,20 +252,25 @@ func (e *event) parseJSON(body []byte) error {
 			v = string(raw) // a number or an array: keep its JSON text
 		}
 		if name == "_body" {
-			bodyAt = len(e.arena)
-			e.arena = append(e.arena, v...)
-			e.body = e.arena[bodyAt:] // fixed below, the arena may move
+			bodyAt, bodyLen = len(src), len(v)
+			src = append(src, v...)
 			continue
 		}
-		if err := e.add([]byte(name), []byte(v), false); err != nil {
-			return err
+		if len(e.hdrs) == maxEventHeaders {
+			return fmt.Errorf("%w: more than %d headers", errMalformedEvent, maxEventHeaders)
 		}
+		n0 := len(src)
+		src = append(src, name...)
+		v0 := len(src)
+		src = append(src, v...)
+		e.hdrs = append(e.hdrs, span{n0: uint32(n0), n1: uint32(v0), v0: uint32(v0), v1: uint32(len(src)), state: valPlain})
 	}
 	if _, err := dec.Token(); err != nil {
 		return fmt.Errorf("%w: %w", errMalformedEvent, err)
 	}
+	e.src = src
 	if bodyAt >= 0 {
-		e.body = e.arena[bodyAt : bodyAt+len(e.body)]
+		e.body = src[bodyAt : bodyAt+bodyLen]
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -36,15 +37,15 @@ func decodeStream(t testing.TB, raw []byte) []*event {
 			t.Fatal(err)
 		}
 		ev := &event{}
+		body := bytes.Clone(f.body) // the frame body is the reader's, and the event aliases it
 		switch f.contentType() {
 		case ctEventPlain:
-			err = ev.parsePlain(f.body)
+			err = ev.parsePlain(body)
 		case ctEventJSON:
-			err = ev.parseJSON(f.body)
+			err = ev.parseJSON(body)
 		default:
 			continue
 		}
-		ev.body = bytes.Clone(ev.body) // the frame body is the reader's
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -358,5 +359,116 @@ func TestListingFastCoversFixtures(t *testing.T) {
 		if _, ok := parseListingFast(strings.TrimSpace(body)); !ok {
 			t.Errorf("fast path refused %.60q", body)
 		}
+	}
+}
+
+// TestDecoderReuse: one event reused across every frame of every capture
+// (as a connection's reader does) decodes each exactly as a fresh one.
+func TestDecoderReuse(t *testing.T) {
+	var reused event
+	for _, name := range fixtureStreams {
+		raw := esltest.Fixture(t, name)
+		fresh := decodeStream(t, raw)
+		fr := newFrameReader(bytes.NewReader(raw), DefaultMaxFrame)
+		k := 0
+		for {
+			f, err := fr.next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch f.contentType() {
+			case ctEventPlain:
+				err = reused.parsePlain(f.body)
+			case ctEventJSON:
+				err = reused.parseJSON(f.body)
+			default:
+				continue
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := fresh[k]
+			k++
+			if len(reused.hdrs) != len(want.hdrs) || string(reused.body) != string(want.body) {
+				t.Fatalf("%s event %d: %d headers, want %d", name, k, len(reused.hdrs), len(want.hdrs))
+			}
+			for i := range want.hdrs {
+				if string(reused.name(i)) != string(want.name(i)) || string(reused.value(i)) != string(want.value(i)) {
+					t.Fatalf("%s event %d header %d: %s=%q, want %s=%q", name, k, i,
+						reused.name(i), reused.value(i), want.name(i), want.value(i))
+				}
+			}
+		}
+		if k != len(fresh) {
+			t.Fatalf("%s: %d events, want %d", name, k, len(fresh))
+		}
+	}
+}
+
+// FuzzUnescape holds appendUnescaped to url.QueryUnescape (a value that
+// does not decode is kept as it came).
+func FuzzUnescape(f *testing.F) {
+	for _, s := range []string{"", "a+b", "%22%22%20%3Csip", "%zz", "%4", "100%", "%E2%82%AC+%2B", "plain"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want, err := url.QueryUnescape(s)
+		if err != nil {
+			want = s
+		}
+		if got := string(appendUnescaped([]byte("x"), []byte(s))); got != "x"+want {
+			t.Fatalf("appendUnescaped(%q) = %q, want %q", s, got[1:], want)
+		}
+	})
+}
+
+// FuzzParseAddr holds parseAddr to netip.ParseAddr (unmapped, no zone).
+func FuzzParseAddr(f *testing.F) {
+	for _, s := range []string{"127.0.0.1", "0.0.0.0", "255.255.255.255", "256.1.1.1", "01.2.3.4", "1.2.3", "1.2.3.4.",
+		"::ffff:192.0.2.1", "fe80::1%eth0", "2001:db8::1", "", "1..2.3", "1.2.3.4 "} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want, err := netip.ParseAddr(s)
+		got, ok := parseAddr([]byte(s))
+		if ok != (err == nil) || ok && got != want.Unmap().WithZone("") {
+			t.Fatalf("parseAddr(%q) = %v,%v; netip: %v,%v", s, got, ok, want, err)
+		}
+	})
+}
+
+// TestRegisterPathAllocations: a renewing sofia::register costs at most
+// one allocation from frame bytes to whitelist (issue 11: <= 4).
+func TestRegisterPathAllocations(t *testing.T) {
+	frame := []byte(fixtureEvents(t, "A_vanilla_esl_custom_sofia_events.raw.txt")[2])
+	stream := bytes.Repeat(frame, 200)
+	r := bytes.NewReader(stream)
+	fr := newFrameReader(r, DefaultMaxFrame)
+	wl := whitelist.New(whitelist.Options{Now: func() time.Time { return fixedNow }})
+	w, err := New(Options{Addresses: []string{"127.0.0.1:8021"}, Whitelist: wl, Now: func() time.Time { return fixedNow }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, d := w.nodes[0], newDecoder()
+	step := func() {
+		f, err := fr.next()
+		if errors.Is(err, io.EOF) {
+			r.Reset(stream)
+			f, err = fr.next()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.handle(n, d, ctEventPlain, f.body)
+	}
+	step()
+	if got := testing.AllocsPerRun(100, step); got > 1 {
+		t.Fatalf("%v allocations per renewing register", got)
+	}
+	if _, ok := wl.Allowed(netip.MustParseAddr("127.0.0.1")); !ok {
+		t.Fatal("the register did not reach the whitelist")
 	}
 }

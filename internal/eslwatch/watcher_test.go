@@ -581,7 +581,7 @@ func TestOversizedListing(t *testing.T) {
 // the Event Socket, with the default frame limit, resyncs the whitelist.
 func TestListing100k(t *testing.T) {
 	n := 100_000
-	if testing.Short() {
+	if testing.Short() || raceEnabled {
 		n = 20_000
 	}
 	srv := esltest.NewServer(t, "ClueCon")

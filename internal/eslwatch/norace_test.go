@@ -1,0 +1,5 @@
+//go:build !race
+
+package eslwatch
+
+const raceEnabled = false

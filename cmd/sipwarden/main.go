@@ -19,6 +19,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -51,6 +52,7 @@ Usage:
   sipwarden status    [-json]                                 Event Socket, registrations, bans, top offenders
   sipwarden config    check [-config FILE] | defaults
   sipwarden version
+  sipwarden manpage | completion bash                          sipwarden(8) and bash completion, from the flags
 
 Every command reads -config FILE, else $SIPWARDEN_CONFIG, else ` + DefaultConfigPath + `
 when it exists, else the built-in defaults. The commands that talk to the daemon
@@ -83,6 +85,20 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return io.status(args[1:])
 	case "config":
 		return io.config(args[1:])
+	case "manpage":
+		date := time.Now()
+		if sec, err := strconv.ParseInt(os.Getenv("SOURCE_DATE_EPOCH"), 10, 64); err == nil {
+			date = time.Unix(sec, 0).UTC()
+		}
+		writeManPage(stdout, daemon.Version, date)
+		return 0
+	case "completion":
+		if len(args) != 2 || args[1] != "bash" {
+			fmt.Fprintln(stderr, "Usage: sipwarden completion bash")
+			return 2
+		}
+		writeBashCompletion(stdout)
+		return 0
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, versionString())
 		return 0

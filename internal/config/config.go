@@ -35,6 +35,7 @@ type Config struct {
 	Whitelist Whitelist       `yaml:"whitelist"`
 	NeverBan  []string        `yaml:"never_ban"`
 	Ban       Ban             `yaml:"ban"`
+	Protect   Protect         `yaml:"protect"`
 	API       API             `yaml:"api"`
 	Log       Log             `yaml:"log"`
 }
@@ -564,6 +565,7 @@ func (c *Config) Validate() error {
 	default:
 		bad("log.format", "must be text or json, got %q", c.Log.Format)
 	}
+	c.validateProtect(bad)
 	return errors.Join(errs...)
 }
 

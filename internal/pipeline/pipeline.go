@@ -24,6 +24,7 @@ import (
 	"github.com/sipwarden/sipwarden/internal/jail"
 	"github.com/sipwarden/sipwarden/internal/logwatch"
 	"github.com/sipwarden/sipwarden/internal/offense"
+	"github.com/sipwarden/sipwarden/internal/protect"
 	"github.com/sipwarden/sipwarden/internal/sip"
 	"github.com/sipwarden/sipwarden/internal/whitelist"
 )
@@ -46,6 +47,10 @@ type Parts struct {
 	// whitelist's live registrations, so that a restart protects offices
 	// before the first listing. Nil: nothing extra.
 	StateExtra jail.StateExtra
+	// ProtectFirewall writes quarantines and throttles (nil: dry-run);
+	// Accounts names the accounts registered at an address.
+	ProtectFirewall protect.Firewall
+	Accounts        func(netip.Addr) []string
 	// Offline judges a recording (replay): no state file, and the host's
 	// own addresses are not never-ban (they say nothing of the recording).
 	Offline bool
@@ -54,6 +59,7 @@ type Parts struct {
 // Pipeline is the jail and what feeds it, built from one config.
 type Pipeline struct {
 	jail     *jail.Jail
+	guard    *protect.Guard
 	parts    Parts
 	location *time.Location
 	public   []string
@@ -87,6 +93,12 @@ func New(cfg config.Config, parts Parts) (*Pipeline, error) {
 	opt.Now = parts.Now
 	opt.RegistrationsSynced = parts.RegistrationsSynced
 	opt.StateExtra = parts.StateExtra
+	if pl.guard, err = newGuard(cfg, parts); err != nil {
+		return nil, err
+	}
+	if pl.guard != nil {
+		opt.Protect = protector{pl.guard}
+	}
 	if parts.Offline {
 		opt.StateFile = ""
 		opt.StateExtra = nil

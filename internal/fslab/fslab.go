@@ -84,9 +84,6 @@ type Options struct {
 	Sipwarden string
 	// NoSipwarden: start FreeSWITCH only (the test starts sipwarden).
 	NoSipwarden bool
-	// ESLPassword overrides the password sipwarden is given (FreeSWITCH's
-	// stays the lab's): a wrong-password test.
-	ESLPassword string
 }
 
 // Password is the directory password of generated user ext.
@@ -113,11 +110,14 @@ type Lab struct {
 	AttackNS                               []string
 
 	ESLPassword string
-	LogFile     string // FreeSWITCH's log
-	fs          *Proc
-	sw          *Proc
-	swConfig    string
-	apiClient   *http.Client
+	// SipwardenESLPassword, when set, is the password sipwarden is given
+	// instead of ESLPassword (a wrong-password test).
+	SipwardenESLPassword string
+	LogFile              string // FreeSWITCH's log
+	fs                   *Proc
+	sw                   *Proc
+	swConfig             string
+	apiClient            *http.Client
 }
 
 var labSeq atomic.Int64
@@ -770,8 +770,8 @@ func (l *Lab) Sipwarden() *Proc { return l.sw }
 func (l *Lab) SipwardenConfig() string {
 	pwFile := filepath.Join(l.Dir, "esl-password")
 	pw := l.ESLPassword
-	if l.opts.ESLPassword != "" {
-		pw = l.opts.ESLPassword
+	if l.SipwardenESLPassword != "" {
+		pw = l.SipwardenESLPassword
 	}
 	os.WriteFile(pwFile, []byte(pw+"\n"), 0o600)
 	return fmt.Sprintf(`esl:
@@ -827,6 +827,14 @@ func (l *Lab) StartSipwarden() {
 		code, _, err := l.GetTry("/healthz")
 		return err == nil && code == http.StatusOK
 	})
+}
+
+// StopSipwarden stops sipwarden with SIGTERM and expects a clean exit.
+func (l *Lab) StopSipwarden() {
+	l.t.Helper()
+	if err := l.sw.Stop(10 * time.Second); err != nil {
+		l.t.Fatalf("sipwarden stop: %v\n%s", err, lastLines(l.sw.Output(), 20))
+	}
 }
 
 // WaitReady waits for /readyz 200.

@@ -858,7 +858,7 @@ func lastLines(s string, n int) string {
 // returns its exit code (0 whitelisted, 1 not, 2 error).
 func (l *Lab) Check(ip netip.Addr) int {
 	l.t.Helper()
-	cmd := exec.Command("nsenter", "--net=/run/netns/"+l.FSNS, SipwardenBin(l.t), "check", "-api", "http://"+APIAddr, "-q", ip.String())
+	cmd := exec.Command("nsenter", "--net=/run/netns/"+l.FSNS, SipwardenBin(l.t), "check", "-config", l.swConfig, "-api", "http://"+APIAddr, "-q", ip.String())
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
 	switch {
@@ -928,6 +928,10 @@ func (l *Lab) Do(method, path, body string) (int, string) {
 	}
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	// sipwarden may generate an API token next to its config.
+	if tok, err := os.ReadFile(filepath.Join(l.Dir, "api.token")); err == nil {
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
 	}
 	resp, err := l.client().Do(req)
 	if err != nil {

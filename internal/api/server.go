@@ -128,6 +128,7 @@ func New(o Options) (*Server, error) {
 	s.mux.HandleFunc("DELETE /v1/bans/{ip}", s.guard(s.mutating(s.bansDel)))
 	s.mux.HandleFunc("GET /v1/offenders", s.guard(s.offenders))
 	s.mux.HandleFunc("GET /v1/status", s.guard(s.status))
+	s.mux.HandleFunc("GET /{$}", s.guard(s.statusPage))
 	s.h = s.mux
 	if o.Listen != "" {
 		ln, err := net.Listen("tcp", o.Listen)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"sync"
 	"time"
 
@@ -494,6 +495,7 @@ func (j *Jail) Sweep() {
 			j.dirty.Store(true)
 		}
 		sh.mu.Unlock()
+		runtime.Gosched()
 	}
 	for j.count.Load() > int64(pol.MaxOffenders) && j.evictOne(nn, F) {
 	}

@@ -10,7 +10,7 @@ import (
 // numShards splits the jail's map so that a view (Offenders, the state
 // snapshot, Sweep) holds one shard's lock at a time, never the whole map:
 // Offend waits at most for one shard's walk.
-const numShards = 64
+const numShards = 256
 
 // shard is one part of the jail's map of per-address state. Keys are the
 // prefixes the jail scores and bans: an address (/32, /128), or an IPv6

@@ -1,6 +1,7 @@
 package jail
 
 import (
+	"container/heap"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"time"
@@ -82,57 +84,67 @@ func (j *Jail) saveIfDirty() error {
 	return j.SaveState()
 }
 
+// snapEntry is one entry copied under its shard's lock; the record is
+// built from the copy after the lock is released.
+type snapEntry struct {
+	k       netip.Prefix
+	of      offender
+	hist    history
+	ban     activeBan
+	hasBan  bool
+	hasHist bool
+}
+
 func (j *Jail) snapshot() (stateFile, error) {
 	now := j.now()
 	nn := now.UnixNano()
 	F := int64(j.policy.Load().Findtime)
-	type scored struct {
-		r stateRecord
-		s float64
-	}
-	var keep []stateRecord
-	var rest []scored
+	var (
+		keep   []stateRecord
+		full   []snapEntry // bans, history, split prefixes: always saved
+		scored []scoredKey
+		top    = make(minScores, 0, maxStateScored+1)
+	)
+	// Pass 1, one shard at a time: what is always saved is copied, the
+	// rest only scored; the copies become records after the lock.
 	for i := range j.shards {
 		sh := &j.shards[i]
+		full, scored = full[:0], scored[:0]
 		sh.mu.Lock()
 		for k, of := range sh.offenders {
-			r := stateRecord{IP: k.Addr().String(), WinStart: of.winStart, Last: of.last, Cur: of.cur, Prev: of.prev, User: of.user, Peak: of.peak, Split: of.split}
-			if k != j.key(k.Addr()) {
-				r.Bits = k.Bits()
-			}
-			for i, c := range of.counts {
-				if c > 0 {
-					if r.Counts == nil {
-						r.Counts = make(map[string]uint32)
-					}
-					r.Counts[ruleName(i)] = c
-				}
-			}
-			if h := of.hist; h != nil {
-				r.Bans, r.LastBan, r.BanDur = h.count, h.last, h.dur
-			}
-			if b := of.ban; b != nil && (b.expires.IsZero() || b.expires.After(now)) {
-				r.Ban = &stateBan{Prefix: b.prefix.String(), Rule: b.rule, Reason: b.why(), Created: b.created, Expires: b.expires}
-				if b.addr.IsValid() {
-					r.Ban.Addr = b.addr.String()
-				}
-			}
-			if r.Ban != nil || r.Bans > 0 || r.Split {
-				keep = append(keep, r)
-				continue
-			}
-			if s := of.score(max(nn, of.last), F); s > 0 {
-				rest = append(rest, scored{r, s})
+			if e, ok := j.copyEntry(k, of, now); ok {
+				full = append(full, e)
+			} else if sc := of.score(max(nn, of.last), F); sc > 0 {
+				scored = append(scored, scoredKey{sc, k})
 			}
 		}
 		sh.mu.Unlock()
+		runtime.Gosched()
+		for i := range full {
+			keep = append(keep, j.record(&full[i]))
+		}
+		for _, c := range scored {
+			if len(top) < maxStateScored {
+				heap.Push(&top, c)
+			} else if c.s > top[0].s {
+				top[0] = c
+				heap.Fix(&top, 0)
+			}
+		}
 	}
-	if len(rest) > maxStateScored {
-		sort.Slice(rest, func(a, b int) bool { return rest[a].s > rest[b].s })
-		rest = rest[:maxStateScored]
-	}
-	for _, s := range rest {
-		keep = append(keep, s.r)
+	// Pass 2: the highest scores without history, at most maxStateScored.
+	for _, c := range top {
+		sh := j.shardOf(c.k)
+		sh.mu.Lock()
+		of := sh.offenders[c.k]
+		var e snapEntry
+		if of != nil {
+			e, _ = j.copyEntry(c.k, of, now)
+		}
+		sh.mu.Unlock()
+		if of != nil {
+			keep = append(keep, j.record(&e))
+		}
 	}
 	sort.Slice(keep, func(a, b int) bool { return keep[a].IP < keep[b].IP })
 	st := stateFile{Version: stateVersion, SavedAt: now.UTC(), Offenders: keep}
@@ -149,6 +161,46 @@ func (j *Jail) snapshot() (stateFile, error) {
 		}
 	}
 	return st, nil
+}
+
+// copyEntry copies an entry under its shard's lock; ok reports whether it
+// is always saved (a ban, ban history, a split prefix).
+func (j *Jail) copyEntry(k netip.Prefix, of *offender, now time.Time) (e snapEntry, ok bool) {
+	e = snapEntry{k: k, of: *of}
+	if of.hist != nil {
+		e.hist, e.hasHist = *of.hist, true
+	}
+	if b := of.ban; b != nil && (b.expires.IsZero() || b.expires.After(now)) {
+		e.ban, e.hasBan = *b, true
+	}
+	return e, e.hasBan || e.hasHist || of.split
+}
+
+// record is the state file form of a copied entry.
+func (j *Jail) record(e *snapEntry) stateRecord {
+	of, k := &e.of, e.k
+	r := stateRecord{IP: k.Addr().String(), WinStart: of.winStart, Last: of.last, Cur: of.cur, Prev: of.prev, User: of.user, Peak: of.peak, Split: of.split}
+	if k != j.key(k.Addr()) {
+		r.Bits = k.Bits()
+	}
+	for i, c := range of.counts {
+		if c > 0 {
+			if r.Counts == nil {
+				r.Counts = make(map[string]uint32)
+			}
+			r.Counts[ruleName(i)] = c
+		}
+	}
+	if e.hasHist {
+		r.Bans, r.LastBan, r.BanDur = e.hist.count, e.hist.last, e.hist.dur
+	}
+	if b := &e.ban; e.hasBan {
+		r.Ban = &stateBan{Prefix: b.prefix.String(), Rule: b.rule, Reason: b.why(), Created: b.created, Expires: b.expires}
+		if b.addr.IsValid() {
+			r.Ban.Addr = b.addr.String()
+		}
+	}
+	return r
 }
 
 func (j *Jail) saveState(path string) error {

@@ -3,6 +3,7 @@ package jail
 import (
 	"container/heap"
 	"net/netip"
+	"runtime"
 	"sort"
 	"time"
 
@@ -132,14 +133,21 @@ func (j *Jail) Offenders(limit int, after netip.Addr) (page []Offender, next net
 	}
 	limit = min(limit, MaxOffendersLimit)
 	// Pass 1: the limit+1 smallest keys after the cursor, shard by shard.
+	// Under the lock only the keys are copied; the selection runs after.
 	h := make(maxPrefixes, 0, limit+1)
+	var buf []netip.Prefix
 	for i := range j.shards {
 		sh := &j.shards[i]
+		buf = buf[:0]
 		sh.mu.Lock()
 		for k := range sh.offenders {
-			if after.IsValid() && k.Addr().Compare(after) <= 0 {
-				continue
+			if !after.IsValid() || k.Addr().Compare(after) > 0 {
+				buf = append(buf, k)
 			}
+		}
+		sh.mu.Unlock()
+		runtime.Gosched() // a walk yields between shards: the ban path gets a P at once
+		for _, k := range buf {
 			if len(h) <= limit {
 				heap.Push(&h, k)
 			} else if prefixLess(k, h[0]) {
@@ -147,7 +155,6 @@ func (j *Jail) Offenders(limit int, after netip.Addr) (page []Offender, next net
 				heap.Fix(&h, 0)
 			}
 		}
-		sh.mu.Unlock()
 	}
 	keys := []netip.Prefix(h)
 	sort.Slice(keys, func(a, b int) bool { return prefixLess(keys[a], keys[b]) })
@@ -247,6 +254,7 @@ func (j *Jail) Notable(n, maxProtected int) (top, protected []Offender) {
 			}
 		}
 		sh.mu.Unlock()
+		runtime.Gosched()
 	}
 	sort.Slice(h, func(a, b int) bool { return h.Less(b, a) })
 	for _, c := range h {

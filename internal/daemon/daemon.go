@@ -147,9 +147,11 @@ func New(cfg config.Config, o Options) (_ *Daemon, err error) {
 			return nil, err
 		}
 	}
-	// The Event Socket watcher comes before the jail. It sends nothing
-	// before Run, so its sink is the jail once the jail exists.
+	// The Event Socket watcher comes first: the jail holds every automatic
+	// ban until the watcher's first listing is in the whitelist. It sends
+	// nothing before Run, so its sink is the jail once the jail exists.
 	toJail := &lateSink{}
+	var synced <-chan struct{} // nil without a registration source: nothing to wait for
 	if !cfg.ESL.Disabled {
 		d.esl, err = eslwatch.New(eslwatch.Options{
 			Addresses:      cfg.ESL.Nodes(),
@@ -169,14 +171,16 @@ func New(cfg config.Config, o Options) (_ *Daemon, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("esl: %w", err)
 		}
+		synced = d.esl.Synced()
 	}
 	d.pipe, err = pipeline.New(cfg, pipeline.Parts{
-		Firewall:   d.fw,
-		Allowlist:  decision.ByReason(d.wl.Allowed, whitelist.ReasonRegistered),
-		NeverBan:   nodePrefixes(cfg.ESL),
-		StateExtra: d.wl,
-		Registerer: d.reg,
-		Logger:     d.log,
+		Firewall:            d.fw,
+		Allowlist:           decision.ByReason(d.wl.Allowed, whitelist.ReasonRegistered),
+		NeverBan:            nodePrefixes(cfg.ESL),
+		RegistrationsSynced: synced,
+		StateExtra:          d.wl,
+		Registerer:          d.reg,
+		Logger:              d.log,
 	})
 	switch {
 	case errors.Is(err, ban.ErrBadState) && d.pipe != nil:
@@ -187,7 +191,7 @@ func New(cfg config.Config, o Options) (_ *Daemon, err error) {
 		return nil, err
 	}
 	d.jail = d.pipe.Jail()
-	toJail.s = d.jail
+	toJail.s = d.pipe.Sink()
 
 	if len(cfg.Logs.Files) > 0 {
 		d.logs, err = logwatch.NewFollower(d.pipe.LogRules(logwatch.Options{

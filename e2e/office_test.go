@@ -72,7 +72,9 @@ func offenders(t *testing.T, l *fslab.Lab) map[string]offender {
 // phone 1003 has a stale password and retries, failing with 401 then 403
 // each time (log, Event Socket and HEP all see it). The office address is
 // never in the kernel set, the other phones keep registering (every
-// REGISTER answered 200), and sipwarden reports the office as protected.
+// REGISTER answered 200) and calling (an authenticated call to the echo
+// test answered and hung up), and sipwarden reports the office as
+// protected.
 func TestRealFreeSWITCHOfficeStalePassword(t *testing.T) {
 	l := fslab.New(t, fslab.Options{Office: true})
 	office := fslab.OfficeAddr.String()
@@ -100,6 +102,10 @@ func TestRealFreeSWITCHOfficeStalePassword(t *testing.T) {
 	const failures = 15
 	stale := l.Sipp(fslab.SippRun{NS: l.OfficeNS, Scenario: "register_fail.xml", Rows: officeRows(1003, "stale-password", failures),
 		Local: fslab.OfficeLANAddr, Port: 5064, Rate: 2})
+	// Meanwhile 1000 places a call (to 9196, the echo test) and talks for
+	// a second.
+	call := l.Sipp(fslab.SippRun{NS: l.OfficeNS, Scenario: "call.xml", Local: fslab.OfficeLANAddr, Port: 5071,
+		Rows: [][]string{{"1000", fslab.Credentials("1000", "1234"), "9196"}}})
 	var phones []*fslab.Sipp
 	for i, ext := range []int{1000, 1001, 1002} {
 		phones = append(phones, l.Sipp(fslab.SippRun{NS: l.OfficeNS, Scenario: "register.xml", Rows: officeRows(ext, "1234", 6),
@@ -109,6 +115,7 @@ func TestRealFreeSWITCHOfficeStalePassword(t *testing.T) {
 	for _, p := range phones {
 		p.Run(l, 60*time.Second) // every re-registration answered 200
 	}
+	call.Run(l, 30*time.Second) // answered, and hung up with 200
 	l.WaitFor(10*time.Second, "the failures reaching the jail", func() bool {
 		return offenders(t, l)[office].Offenses["auth_failure"] >= failures
 	})

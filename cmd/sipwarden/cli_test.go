@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net/http"
 	"os"
@@ -14,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sipwarden/sipwarden/internal/offense"
 )
 
 // sw runs the built binary with env added to a minimal environment (no
@@ -332,5 +335,59 @@ func TestReplayRefusesUnknownKinds(t *testing.T) {
 	}
 	if code, out, stderr := sw(t, nil, "replay", "-q", log, gz, "../../examples/lab/night.pcap"); code != 0 || !strings.Contains(out, "sources") {
 		t.Errorf("replay of good inputs: %d %s %s", code, out, stderr)
+	}
+}
+
+var update = flag.Bool("update", false, "rewrite docs/commands.md from the flag definitions")
+
+// TestDocsCommands: docs/commands.md is what the flag definitions say.
+func TestDocsCommands(t *testing.T) {
+	var b bytes.Buffer
+	writeCommandsDoc(&b)
+	const path = "../../docs/commands.md"
+	if *update {
+		if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := os.ReadFile(path)
+	if err != nil || !bytes.Equal(got, b.Bytes()) {
+		t.Fatalf("docs/commands.md is out of date (%v): go test ./cmd/sipwarden -run TestDocsCommands -update", err)
+	}
+	for _, c := range helpPages {
+		if !strings.Contains(b.String(), "## sipwarden "+strings.Join(c, " ")) {
+			t.Errorf("no section for %v", c)
+		}
+	}
+}
+
+// TestDocsContract: docs/ names every rule, every endpoint and the
+// metrics and keys this area adds.
+func TestDocsContract(t *testing.T) {
+	read := func(name string) string {
+		b, err := os.ReadFile("../../docs/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	rules := read("rules.md")
+	for _, r := range offense.Rules {
+		if !strings.Contains(rules, "`"+string(r)+"`") {
+			t.Errorf("docs/rules.md does not name rule %s", r)
+		}
+	}
+	apiDoc := read("api.md")
+	for _, ep := range []string{"`GET /`", "`GET /metrics`", "`GET /healthz`", "`GET /readyz`", "`GET /v1/status`", "`GET /v1/whitelist`",
+		"`GET /v1/whitelist/{ip}`", "`GET /v1/check/{ip}`", "`GET /v1/bans`", "`POST /v1/bans`", "`DELETE /v1/bans/{ip}`", "`GET /v1/offenders"} {
+		if !strings.Contains(apiDoc, ep) {
+			t.Errorf("docs/api.md does not document %s", ep)
+		}
+	}
+	if m := read("metrics.md"); !strings.Contains(m, "`ban_backend{backend,fallback}`") {
+		t.Error("docs/metrics.md lacks ban_backend")
+	}
+	if c := read("configuration.md"); !strings.Contains(c, "metrics_listen") || !strings.Contains(c, "token_file") {
+		t.Error("docs/configuration.md lacks the api keys")
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -85,7 +86,12 @@ func (c cmdIO) bans(args []string) int {
 		"add":  "sipwarden bans add [-for DUR] [-reason TEXT] [-api URL] IP",
 		"del":  "sipwarden bans del [-api URL] IP",
 	}[sub]
-	cmd := c.newAPICommand("bans "+sub, synopsis, "")
+	about := map[string]string{
+		"list": "Lists the active bans: address, rule, count, expiry (local time, to the second), reason; \"would ban\" with the dry-run backend.",
+		"add":  "Bans IP through the daemon after the never-ban and whitelist checks (refused: exit 1). -for must be positive.",
+		"del":  "Lifts the ban on IP (not banned: exit 1).",
+	}[sub]
+	cmd := c.newAPICommand("bans "+sub, synopsis, about)
 	var dur *time.Duration
 	var reason *string
 	if sub == "add" {
@@ -323,19 +329,43 @@ func (c cmdIO) offenders(args []string) int {
 	}
 	ctx, cancel := timeout()
 	defer cancel()
-	var raw json.RawMessage
-	if err := cl.Get(ctx, "/v1/offenders", &raw); err != nil {
-		return cmd.apiError(err)
+	// Every page, in address order (GET /v1/offenders?limit=&after=).
+	var all []json.RawMessage
+	after := ""
+	for {
+		path := "/v1/offenders?limit=1000"
+		if after != "" {
+			path += "&after=" + url.QueryEscape(after)
+		}
+		var page struct {
+			Offenders []json.RawMessage `json:"offenders"`
+			Next      string            `json:"next"`
+		}
+		if err := cl.Get(ctx, path, &page); err != nil {
+			return cmd.apiError(err)
+		}
+		all = append(all, page.Offenders...)
+		if page.Next == "" || page.Next == after {
+			break
+		}
+		after = page.Next
+	}
+	if all == nil {
+		all = []json.RawMessage{}
 	}
 	if *cmd.jsonOut {
-		c.stdout.Write(append(raw, '\n'))
+		writeJSON(c.stdout, map[string]any{"offenders": all})
 		return 0
 	}
 	var out struct {
 		Offenders []offender `json:"offenders"`
 	}
-	if err := json.Unmarshal(raw, &out); err != nil {
-		return cmd.fail("undecodable answer: %v", err)
+	for _, r := range all {
+		var o offender
+		if err := json.Unmarshal(r, &o); err != nil {
+			return cmd.fail("undecodable answer: %v", err)
+		}
+		out.Offenders = append(out.Offenders, o)
 	}
 	printOffenders(c.stdout, out.Offenders, 0)
 	return 0

@@ -154,3 +154,40 @@ _sipwarden() {
 complete -F _sipwarden sipwarden
 `)
 }
+
+// writeCommandsDoc writes docs/commands.md: every command, its synopsis,
+// what it does and its flags, from the same flag definitions.
+func writeCommandsDoc(w io.Writer) {
+	fmt.Fprint(w, "# Commands\n\n<!-- Generated from the flag definitions by `go test ./cmd/sipwarden -run TestDocsCommands -update`; do not edit. -->\n\n")
+	fmt.Fprintf(w, "Every command reads `-config FILE`, else `$SIPWARDEN_CONFIG`, else `%s` when it exists, else the built-in defaults (`-config ''` forces the defaults). Flags may come before or after the arguments; `--` ends them. `-h` prints a command's usage on stdout.\n\n", DefaultConfigPath)
+	fmt.Fprint(w, "| command | exit codes |\n| --- | --- |\n")
+	for _, row := range [][2]string{
+		{"run", "0 after SIGTERM/SIGINT; 1 missing privilege or busy port (one line); 2 bad configuration"},
+		{"replay", "0; 2 unreadable or unknown input (binary, xz, zstd, bzip2, zip, a directory)"},
+		{"check", "0 do not ban (whitelisted or never-ban); 1 bannable; 2 error"},
+		{"bans list/add/del", "0 ok; 1 refused (whitelisted, never-ban, not banned); 2 error"},
+		{"whitelist, offenders, status", "0; 2 error (`sipwarden is not running at URL: start it or pass -api` when nothing listens)"},
+		{"config check", "0 valid; 2 invalid (every problem on its own line, by key path)"},
+		{"config defaults, version, manpage, completion bash", "0"},
+	} {
+		fmt.Fprintf(w, "| `%s` | %s |\n", row[0], row[1])
+	}
+	for _, c := range helpPages {
+		p := helpOf(c)
+		fmt.Fprintf(w, "\n## sipwarden %s\n\n```\n%s\n```\n\n", strings.Join(c, " "), p.synopsis)
+		if p.about != "" {
+			fmt.Fprintf(w, "%s\n\n", p.about)
+		}
+		if len(p.flags) > 0 {
+			fmt.Fprint(w, "| flag | meaning |\n| --- | --- |\n")
+			for _, f := range p.flags {
+				name := "-" + f.name
+				if f.arg != "" {
+					name += " " + f.arg
+				}
+				fmt.Fprintf(w, "| `%s` | %s |\n", name, strings.ReplaceAll(f.help, "|", `\|`))
+			}
+		}
+	}
+	fmt.Fprint(w, "\n## sipwarden version, manpage, completion bash\n\n`version` prints the version and commit stamped at build (`-ldflags \"-X github.com/sipwarden/sipwarden/internal/daemon.Version=V -X main.Commit=C\"`), the Go version and the platform. `manpage` prints sipwarden(8) in roff and `completion bash` a bash completion script, both generated from the flag definitions above (the Debian package ships them).\n")
+}

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -97,6 +98,17 @@ type SIP struct {
 	FloodWindow       time.Duration `yaml:"flood_window"`
 	ScanUsers         int           `yaml:"scan_users"`
 	ScanWindow        time.Duration `yaml:"scan_window"`
+	// HEPAllow lists the addresses (CIDRs) HEP is taken from; empty means
+	// loopback and the Event Socket nodes. Required when hep_listen is
+	// not on loopback.
+	HEPAllow []string `yaml:"hep_allow"`
+	// HEPCaptureIDs, when set, are the only HEP capture_id values taken.
+	HEPCaptureIDs []int `yaml:"hep_capture_ids"`
+	// Servers are FreeSWITCH's addresses (CIDRs): only responses they send
+	// are evidence. Empty means the host's own addresses and the Event
+	// Socket nodes (replay: the addresses a capture's requests go to and
+	// that answer them).
+	Servers []string `yaml:"servers"`
 }
 
 // Rule switches one offense rule and sets its weight.
@@ -474,6 +486,24 @@ func (c *Config) Validate() error {
 		bad("sip.scan_users", "must be > 0")
 	}
 	positive("sip.scan_window", c.SIP.ScanWindow)
+	for i, a := range c.SIP.HEPAllow {
+		if _, err := ParsePrefix(a); err != nil {
+			bad(fmt.Sprintf("sip.hep_allow[%d]", i), "%v", err)
+		}
+	}
+	for i, id := range c.SIP.HEPCaptureIDs {
+		if id < 0 || id > math.MaxUint32 {
+			bad(fmt.Sprintf("sip.hep_capture_ids[%d]", i), "must be within 0..%d, got %d", uint32(math.MaxUint32), id)
+		}
+	}
+	for i, a := range c.SIP.Servers {
+		if _, err := ParsePrefix(a); err != nil {
+			bad(fmt.Sprintf("sip.servers[%d]", i), "%v", err)
+		}
+	}
+	if c.SIP.HEPListen != "" && len(c.SIP.HEPAllow) == 0 && !loopbackListen(c.SIP.HEPListen) {
+		bad("sip.hep_allow", "must list the capture agents' addresses when sip.hep_listen (%s) is not on loopback: anyone who can reach it could forge SIP from any address", c.SIP.HEPListen)
+	}
 	for name, r := range c.Rules {
 		if !offense.Rule(name).Known() {
 			bad("rules."+name, "unknown rule (known: %s)", ruleNames())
@@ -575,6 +605,19 @@ func ruleNames() string {
 		s = append(s, string(r))
 	}
 	return strings.Join(s, ", ")
+}
+
+// loopbackListen reports whether a host:port listens on loopback only.
+func loopbackListen(hp string) bool {
+	host, _, err := net.SplitHostPort(hp)
+	if err != nil {
+		return true // reported by the host:port check
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 // ParsePrefix reads a CIDR or a bare address (taken as a single-host

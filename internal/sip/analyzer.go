@@ -27,13 +27,19 @@ var ErrNotSupported = errors.New("not supported on this platform")
 // reported by HEP. Src and Dst are the packet's, never a header's claim.
 type Packet struct {
 	Src, Dst netip.AddrPort
-	TCP      bool
+	TCP      bool // framed as TCP: the payload may hold several messages
+	// Verified: the transport proved a round trip with Src (a TCP flow
+	// whose handshake was seen). Offenses from the packet are marked
+	// verified; a UDP packet, a TCP segment without its handshake or
+	// anything claimed inside HEP never is.
+	Verified bool
 	Time     time.Time // the packet's own time; zero means Options.Now()
 	Payload  []byte    // not retained after Analyzer.Packet returns
 	Source   offense.Source
 }
 
-// Registrar receives registrations learned from 200 OKs to REGISTER.
+// Registrar receives registrations learned from 200 OKs to REGISTER that a
+// FreeSWITCH address sent.
 // *whitelist.Whitelist satisfies it. If it also has the whitelist's Remove
 // method, a 200 OK that leaves no binding (expires=0, no Contact) removes the
 // registration.
@@ -53,7 +59,22 @@ type Options struct {
 	Logger        *slog.Logger
 	Registerer    prometheus.Registerer // nil: a private registry
 	Now           func() time.Time
+	// Servers reports whether an address is FreeSWITCH's own: only
+	// responses from such an address are evidence (401/403/404, 200 OK to
+	// REGISTER). Nil, with InferServers false: no response is evidence.
+	Servers func(netip.Addr) bool
+	// InferServers (replay of a capture) also takes as FreeSWITCH any
+	// address that answered a request sent to it (same Call-ID, the
+	// requester's address as destination).
+	InferServers bool
+	// MaxRegistrationExpiry caps the lifetime of a registration learned
+	// from a 200 OK (default DefaultMaxRegistrationExpiry).
+	MaxRegistrationExpiry time.Duration
 }
+
+// DefaultMaxRegistrationExpiry caps a learned registration's lifetime: a
+// forged or odd expires=999999999 cannot protect an address for years.
+const DefaultMaxRegistrationExpiry = time.Hour
 
 // Analyzer turns SIP packets into offenses. Packet is safe for concurrent use.
 type Analyzer struct {
@@ -64,7 +85,8 @@ type Analyzer struct {
 	log    *slog.Logger
 	now    func() time.Time
 	parser *sipmsg.Parser
-	ua     *seqMatcher
+	ua     *seqMatcher // normalised signatures in normalised free text
+	uaURI  *seqMatcher // lower-case signatures in the URIs
 	toll   *tollMatcher
 	table  *table
 	m      *metrics
@@ -73,12 +95,17 @@ type Analyzer struct {
 	floodWin, scanWin int64
 	lastSweep         atomic.Int64
 
+	servers   func(netip.Addr) bool
+	infer     *inference // nil unless Options.InferServers
+	maxRegExp time.Duration
+
 	bufs sync.Pool // *scratch
 }
 
 type scratch struct {
 	info msgInfo
 	hay  []byte
+	norm []byte
 }
 
 // NewAnalyzer validates the config and builds an Analyzer.
@@ -111,7 +138,8 @@ func NewAnalyzer(o Options) (*Analyzer, error) {
 		log:      o.Logger,
 		now:      o.Now,
 		parser:   sipmsg.NewParser(),
-		ua:       newUAMatcher(c.ScannerUserAgents),
+		ua:       newUAMatcher(c.ScannerUserAgents, true),
+		uaURI:    newUAMatcher(c.ScannerUserAgents, false),
 		toll:     toll,
 		table:    newTable(c.MaxTrackedIPs),
 		seed:     maphash.MakeSeed(),
@@ -125,6 +153,14 @@ func NewAnalyzer(o Options) (*Analyzer, error) {
 	if a.now == nil {
 		a.now = time.Now
 	}
+	a.servers = o.Servers
+	if o.InferServers {
+		a.infer = newInference()
+	}
+	a.maxRegExp = o.MaxRegistrationExpiry
+	if a.maxRegExp <= 0 {
+		a.maxRegExp = DefaultMaxRegistrationExpiry
+	}
 	if rem, ok := o.Registrations.(registrationRemover); ok {
 		a.rem = rem
 	}
@@ -133,7 +169,7 @@ func NewAnalyzer(o Options) (*Analyzer, error) {
 		reg = prometheus.NewRegistry()
 	}
 	a.m = newMetrics(reg, a.table)
-	a.bufs.New = func() any { return &scratch{hay: make([]byte, 0, 1100)} }
+	a.bufs.New = func() any { return &scratch{hay: make([]byte, 0, 1100), norm: make([]byte, 0, 1100)} }
 	return a, nil
 }
 
@@ -175,11 +211,9 @@ func (a *Analyzer) Packet(p Packet) {
 		a.message(p, p.Payload, t, now, sm)
 		return
 	}
-	// TCP: one segment at a time; it must start at a message boundary.
-	b := p.Payload
-	for len(b) >= 2 && b[0] == '\r' && b[1] == '\n' {
-		b = b[2:]
-	}
+	// TCP (reassembled by the capture, or whole messages from HEP): it
+	// must start at a message boundary.
+	b := skipLeadingSpace(p.Payload)
 	if len(b) == 0 {
 		return
 	}
@@ -194,11 +228,18 @@ func (a *Analyzer) Packet(p Packet) {
 			return
 		}
 		a.message(p, b[:n], t, now, sm)
-		b = b[n:]
-		for len(b) >= 2 && b[0] == '\r' && b[1] == '\n' {
-			b = b[2:]
-		}
+		b = skipLeadingSpace(b[n:])
 	}
+}
+
+// skipLeadingSpace drops the CR, LF, space and tab bytes sofia-sip skips
+// before a start line (RFC 3261 7.5 allows CRLFs; sofia takes blanks too),
+// so that a scanner cannot hide behind them.
+func skipLeadingSpace(b []byte) []byte {
+	for len(b) > 0 && (b[0] == '\r' || b[0] == '\n' || b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	return b
 }
 
 // looksLikeStartLine reports whether b starts like a request or status line.
@@ -250,6 +291,9 @@ func tcpMessageLen(b []byte) int {
 func (a *Analyzer) message(p Packet, b []byte, t time.Time, now int64, sm *srcMetrics) {
 	src := p.Src.Addr().Unmap()
 	dst := p.Dst.Addr().Unmap()
+	if t := skipLeadingSpace(b); len(t) > 0 {
+		b = t
+	}
 	kind := classify(b)
 	switch kind {
 	case kindKeepalive:
@@ -275,14 +319,17 @@ func (a *Analyzer) message(p Packet, b []byte, t time.Time, now int64, sm *srcMe
 		}
 		st.floodCount++
 		over := int(st.floodCount) > a.cfg.FloodRequests
-		fire := over && !st.floodFired
-		if fire {
+		// One offense for every FloodRequests requests over the limit: a
+		// flood is many packets, and its evidence grows with it (one
+		// forged burst is one offense, a sustained flood many).
+		fire := over && (int(st.floodCount)-1)%a.cfg.FloodRequests == 0
+		if over {
 			st.floodFired = true
 		}
 		count := st.floodCount
 		sh.mu.Unlock()
 		if fire {
-			a.emit(withMapping(offense.Offense{IP: src, Rule: offense.Flood, Source: p.Source, Time: t, Verified: p.TCP,
+			a.emit(withMapping(offense.Offense{IP: src, Rule: offense.Flood, Source: p.Source, Time: t, Verified: p.Verified,
 				Detail: fmt.Sprintf("more than %d requests in %s", count-1, a.cfg.FloodWindow)}, p, true))
 		}
 		if over {
@@ -300,14 +347,18 @@ func (a *Analyzer) message(p Packet, b []byte, t time.Time, now int64, sm *srcMe
 	if !fastScan(b, m) {
 		if err := slowParse(a.parser, b, m); err != nil {
 			sm.parseErrors.Inc()
-			a.emit(withMapping(offense.Offense{IP: src, Rule: offense.MalformedSIP, Source: p.Source, Time: t, Verified: p.TCP,
+			a.emit(withMapping(offense.Offense{IP: src, Rule: offense.MalformedSIP, Source: p.Source, Time: t, Verified: p.Verified,
 				Detail: truncate(err.Error(), 120)}, p, true))
 			return
 		}
 	}
 	if m.request {
-		nf = a.requestRules(p, src, t, now, m, sc, sh, st, fired[:])
+		nf = a.requestRules(p, src, dst, t, now, m, sc, sh, st, fired[:])
 	} else {
+		if !a.fromServer(src, dst, m.callID) {
+			sm.skipped("response_not_from_server")
+			return
+		}
 		nf = a.responseRules(p, dst, t, now, m, fired[:])
 	}
 	for i := 0; i < nf; i++ {
@@ -327,18 +378,16 @@ func (a *Analyzer) flooded(ip netip.Addr, now int64) bool {
 	return f
 }
 
-// requestRules runs the rules on a request from src. Offenses beyond the
-// two slots are emitted directly (rare).
+// requestRules runs the rules on a request from src to dst. Offenses beyond
+// the two slots are emitted directly (rare).
 // st is src's state from the flood count (sh its shard, unlocked): if it was
 // evicted meanwhile, the update is lost, which is harmless.
-func (a *Analyzer) requestRules(p Packet, src netip.Addr, t time.Time, now int64, m *msgInfo, sc *scratch, sh *shard, st *ipState, out []offense.Offense) int {
+func (a *Analyzer) requestRules(p Packet, src, dst netip.Addr, t time.Time, now int64, m *msgInfo, sc *scratch, sh *shard, st *ipState, out []offense.Offense) int {
 	n := 0
 	add := func(o offense.Offense) {
 		o.IP, o.Source, o.Time, o.Method = src, p.Source, t, string(m.method)
 		o = withMapping(o, p, true)
-		if o.Verified == false {
-			o.Verified = p.TCP
-		}
+		o.Verified = o.Verified || p.Verified
 		if n < len(out) {
 			out[n] = o
 			n++
@@ -346,12 +395,37 @@ func (a *Analyzer) requestRules(p Packet, src netip.Addr, t time.Time, now int64
 			a.emit(o)
 		}
 	}
-	// scanner_user_agent
+	if a.infer != nil && len(m.callID) > 0 {
+		a.infer.asked(m.callID, src, dst)
+	}
+	call := maphash.Bytes(a.seed, m.callID)
+	// A digest answer to a nonce FreeSWITCH gave this address proves the
+	// address received FreeSWITCH's challenge: the call's outcome is
+	// verified evidence.
+	digest := false
+	if len(m.nonce) > 0 {
+		nh := maphash.Bytes(a.seed, m.nonce)
+		sh.mu.Lock()
+		if containsHash(st.nonces, nh) {
+			st.digestCalls = pushHash(st.digestCalls, call, 8)
+			digest = true
+		}
+		sh.mu.Unlock()
+	}
+	// scanner_user_agent: the normalised User-Agent and display names, the
+	// URIs, or a SIPVicious From tag (whatever the User-Agent says).
 	var text int
 	sc.hay, text = scannerHay(sc.hay[:0], m)
-	if sig := a.ua.match(sc.hay); sig != nil {
+	sc.norm = scannerText(sc.norm[:0], m)
+	if sig := a.ua.match(sc.norm); sig != nil {
 		add(offense.Offense{Rule: offense.ScannerUserAgent, User: string(m.toUser),
 			Detail: truncate(string(sig)+": "+string(m.ua), 120)})
+	} else if sig := a.uaURI.match(sc.hay[text:]); sig != nil {
+		add(offense.Offense{Rule: offense.ScannerUserAgent, User: string(m.toUser),
+			Detail: truncate(string(sig)+": "+string(m.ua), 120)})
+	} else if sipviciousTag(m.fromTag) {
+		add(offense.Offense{Rule: offense.ScannerUserAgent, User: string(m.toUser),
+			Detail: truncate("sipvicious From tag: "+string(m.ua), 120)})
 	}
 	// sip_injection
 	if injectedUser(m.ruriUser) || injectedUser(m.fromUser) || injectedUser(m.toUser) || injectedUser(m.ctUser) ||
@@ -360,13 +434,22 @@ func (a *Analyzer) requestRules(p Packet, src netip.Addr, t time.Time, now int64
 			Detail: truncate("from "+string(m.fromUser)+" to "+string(m.ruriUser)+" ua "+string(m.ua), 120)})
 	}
 	method := m.method
-	// toll_fraud_invite
-	if string(method) == "INVITE" && !m.hasAuth && a.toll.match(m.ruriUser) {
+	// toll_fraud_invite: judged on whether authentication succeeded. An
+	// INVITE with no credentials is an offense at once; one with
+	// credentials (real or a dummy header) is one when FreeSWITCH answers
+	// it 401, 407 or 403.
+	if string(method) == "INVITE" && a.toll.match(m.ruriUser) {
 		d := "to " + string(m.ruriUser) + "@" + string(m.ruriHost)
 		if hostIsIP(m.ruriHost) {
 			d += " (raw IP host)"
 		}
-		add(offense.Offense{Rule: offense.TollFraudInvite, User: string(m.ruriUser), Detail: truncate(d, 120)})
+		if !m.hasAuth {
+			add(offense.Offense{Rule: offense.TollFraudInvite, User: string(m.ruriUser), Detail: truncate(d, 120)})
+		} else {
+			sh.mu.Lock()
+			st.toll = pushToll(st.toll, pendingToll{call: call, at: now, user: string(m.ruriUser), detail: truncate(d, 100), digest: digest})
+			sh.mu.Unlock()
+		}
 	}
 	// extension_scan: distinct To users from one address
 	switch string(method) {
@@ -394,10 +477,34 @@ func (a *Analyzer) requestRules(p Packet, src netip.Addr, t time.Time, now int64
 	return n
 }
 
-// responseRules runs the rules on a response sent to dst.
+// fromServer reports whether a response from src to dst was sent by
+// FreeSWITCH: src is a configured server address, or (replay) an address
+// that was asked something by dst in this call.
+func (a *Analyzer) fromServer(src, dst netip.Addr, callID []byte) bool {
+	if a.servers != nil && a.servers(src) {
+		return true
+	}
+	return a.infer != nil && a.infer.answered(callID, dst, src)
+}
+
+// responseRules runs the rules on a response FreeSWITCH sent to dst.
 func (a *Analyzer) responseRules(p Packet, dst netip.Addr, t time.Time, now int64, m *msgInfo, out []offense.Offense) int {
 	n := 0
 	cseq := string(m.cseqMethod)
+	call := maphash.Bytes(a.seed, m.callID)
+	sh := a.table.shard(dst)
+	sh.mu.Lock()
+	st := a.table.get(sh, dst, now)
+	if (m.status == 401 || m.status == 407) && len(m.nonce) > 0 {
+		st.nonces = pushHash(st.nonces, maphash.Bytes(a.seed, m.nonce), 8)
+	}
+	digest := containsHash(st.digestCalls, call)
+	var toll pendingToll
+	if cseq == "INVITE" && m.status > 100 {
+		toll, st.toll = takeToll(st.toll, call)
+	}
+	sh.mu.Unlock()
+	verified := digest || p.Verified
 	switch {
 	case m.status == 403 && (cseq == "REGISTER" || cseq == "INVITE"):
 		user := m.toUser
@@ -405,14 +512,19 @@ func (a *Analyzer) responseRules(p Packet, dst netip.Addr, t time.Time, now int6
 			user = m.fromUser // the caller; To is the dialled number
 		}
 		out[n] = offense.Offense{IP: dst, Rule: offense.AuthFailure, Source: p.Source, Time: t, Method: cseq,
-			User: string(user), Detail: "403 " + cseq, Verified: true}
+			User: string(user), Detail: "403 " + cseq, Verified: verified}
 		n++
 	case m.status >= 200 && m.status < 300 && cseq == "REGISTER":
 		a.learn(p, dst, t, m)
 	}
+	if toll.call != 0 && (m.status == 401 || m.status == 407 || m.status == 403) {
+		out[n] = offense.Offense{IP: dst, Rule: offense.TollFraudInvite, Source: p.Source, Time: t, Method: "INVITE",
+			User: toll.user, Detail: truncate(toll.detail+fmt.Sprintf(" (credentials refused: %d)", m.status), 120),
+			Verified: verified || toll.digest}
+		n++
+	}
 	if (m.status == 404 || m.status == 403) && len(m.toUser) > 0 {
 		h := maphash.Bytes(a.seed, m.toUser)
-		sh := a.table.shard(dst)
 		sh.mu.Lock()
 		st := a.table.get(sh, dst, now)
 		if now-st.failStart >= a.scanWin || now < st.failStart-a.scanWin {
@@ -428,14 +540,15 @@ func (a *Analyzer) responseRules(p Packet, dst netip.Addr, t time.Time, now int6
 		if fire && n < len(out) {
 			out[n] = offense.Offense{IP: dst, Rule: offense.ExtensionScan, Source: p.Source, Time: t, Method: cseq,
 				User: string(m.toUser), Detail: fmt.Sprintf("%d distinct users answered 404/403 within %s", k, a.cfg.ScanWindow),
-				Verified: p.TCP}
+				Verified: p.Verified}
 			n++
 		}
 	}
 	return n
 }
 
-// learn records (or removes) the registration a 2xx to REGISTER confirms.
+// learn records (or removes) the registration a 2xx to REGISTER from
+// FreeSWITCH confirms, from the response's time on, for at most maxRegExp.
 func (a *Analyzer) learn(p Packet, phone netip.Addr, t time.Time, m *msgInfo) {
 	if a.reg == nil || !phone.IsValid() {
 		return
@@ -453,6 +566,7 @@ func (a *Analyzer) learn(p Packet, phone netip.Addr, t time.Time, m *msgInfo) {
 		}
 		return
 	}
+	life := min(time.Duration(exp)*time.Second, a.maxRegExp)
 	a.reg.Upsert(whitelist.Registration{
 		IP:        phone,
 		User:      user,
@@ -460,8 +574,16 @@ func (a *Analyzer) learn(p Packet, phone netip.Addr, t time.Time, m *msgInfo) {
 		Contact:   string(m.contact),
 		CallID:    string(m.callID),
 		Node:      string(p.Source),
-		ExpiresAt: t.Add(time.Duration(exp) * time.Second),
+		ExpiresAt: t.Add(life),
 	})
+}
+
+// InferredServers lists the addresses learned as FreeSWITCH (InferServers).
+func (a *Analyzer) InferredServers() []netip.Addr {
+	if a.infer == nil {
+		return nil
+	}
+	return a.infer.list()
 }
 
 func (a *Analyzer) emit(o offense.Offense) {

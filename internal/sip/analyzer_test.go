@@ -73,7 +73,8 @@ func diffInfo(a, b *msgInfo) string {
 func TestHEPFixtures(t *testing.T) {
 	c := &collector{}
 	reg := prometheus.NewRegistry()
-	a, err := NewAnalyzer(Options{Config: DefaultConfig(), Sink: c, Registrations: c, Registerer: reg})
+	a, err := NewAnalyzer(Options{Config: DefaultConfig(), Sink: c, Registrations: c, Registerer: reg,
+		Servers: func(ip netip.Addr) bool { return ip == server.Addr() }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +149,7 @@ func readCaptureFile(t *testing.T, name string, c *collector) *Analyzer {
 		t.Fatalf("IsCapture(%x) false (%v)", head, err)
 	}
 	a := newTestAnalyzer(t, c, nil)
-	n, err := ReadCapture(context.Background(), f, a)
+	n, err := ReadCapture(context.Background(), f, a, CaptureOptions{HEP: &HEPOptions{Allow: allowAll}})
 	if err != nil {
 		t.Fatal(err)
 	}

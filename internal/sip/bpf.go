@@ -8,9 +8,13 @@ import (
 )
 
 // sipFilter builds a classic BPF program for Ethernet frames that accepts
-// unfragmented IPv4 and IPv6 (no extension headers) UDP and TCP packets with
-// a source or destination port in ports. dropOutgoing drops the kernel's
-// PACKET_OUTGOING copies, which on "lo" duplicate every packet.
+// IPv4 and IPv6 UDP and TCP packets with a source or destination port in
+// ports. What it cannot check it passes to the software decoder, which
+// checks the ports again: IPv4 fragments (a non-first one has no ports) and
+// IPv6 packets with extension headers (Hop-by-Hop, Routing, Fragment,
+// Destination Options), so that neither hides SIP from the capture.
+// dropOutgoing drops the kernel's PACKET_OUTGOING copies, which on "lo"
+// duplicate every packet.
 func sipFilter(ports []int, dropOutgoing bool) ([]bpf.RawInstruction, error) {
 	if len(ports) == 0 {
 		return nil, errors.New("no capture ports")
@@ -33,12 +37,12 @@ func sipFilter(ports []int, dropOutgoing bool) ([]bpf.RawInstruction, error) {
 	b.jeq(0x86dd, "v6", "drop")
 
 	b.label("v4")
+	b.add(bpf.LoadAbsolute{Off: 20, Size: 2})
+	b.jset(0x3fff, "accept", "") // MF or fragment offset: reassembled in software
 	b.add(bpf.LoadAbsolute{Off: 23, Size: 1})
 	b.jeq(17, "v4l4", "")
 	b.jeq(6, "v4l4", "drop")
 	b.label("v4l4")
-	b.add(bpf.LoadAbsolute{Off: 20, Size: 2})
-	b.jset(0x3fff, "drop", "") // MF or fragment offset: skip fragments
 	b.add(bpf.LoadMemShift{Off: 14})
 	b.add(bpf.LoadIndirect{Off: 14, Size: 2})
 	for _, p := range ports {
@@ -53,7 +57,11 @@ func sipFilter(ports []int, dropOutgoing bool) ([]bpf.RawInstruction, error) {
 	b.label("v6")
 	b.add(bpf.LoadAbsolute{Off: 20, Size: 1})
 	b.jeq(17, "v6l4", "")
-	b.jeq(6, "v6l4", "drop")
+	b.jeq(6, "v6l4", "")
+	b.jeq(0, "accept", "")      // Hop-by-Hop
+	b.jeq(43, "accept", "")     // Routing
+	b.jeq(44, "accept", "")     // Fragment
+	b.jeq(60, "accept", "drop") // Destination Options
 	b.label("v6l4")
 	b.add(bpf.LoadAbsolute{Off: 54, Size: 2})
 	for _, p := range ports {

@@ -30,6 +30,6 @@ func FuzzReadCapture(f *testing.F) {
 		if !IsCapture(data) {
 			return
 		}
-		ReadCapture(context.Background(), bytes.NewReader(data), a)
+		ReadCapture(context.Background(), bytes.NewReader(data), a, CaptureOptions{HEP: &HEPOptions{Allow: allowAll}})
 	})
 }

@@ -16,10 +16,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sipwarden/sipwarden/internal/offense"
+	"github.com/sipwarden/sipwarden/internal/sipcodec"
 )
 
 // Capture reads SIP from a network interface through an AF_PACKET socket
-// (pure Go, no libpcap) with a BPF filter for the SIP ports.
+// (pure Go, no libpcap) with a BPF filter for the SIP ports. IP fragments
+// and IPv6 extension headers pass the filter and are checked in software;
+// TCP is reassembled per flow.
 type Capture struct {
 	h         *pcapgo.EthernetHandle
 	a         *Analyzer
@@ -94,7 +97,10 @@ func (c *Capture) Run(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 	defer c.Close()
-	sm := c.a.m.source(offense.SourceCapture)
+	// Live capture never unwraps HEP: a datagram that starts "HEP3" is
+	// whatever its sender wrote, and only the HEP listener, which knows
+	// the sender, reads HEP.
+	w := c.a.newWire(offense.SourceCapture, c.ports, nil)
 	for {
 		data, ci, err := c.h.ZeroCopyReadPacketData()
 		if err != nil {
@@ -109,6 +115,6 @@ func (c *Capture) Run(ctx context.Context) error {
 		c.packets.Inc()
 		// Frames that arrived before the filter was attached are checked
 		// against the ports again in software.
-		c.a.frame(linkEthernet, data, ci.Timestamp, offense.SourceCapture, sm, c.ports)
+		w.frame(sipcodec.LinkEthernet, data, ci.Timestamp)
 	}
 }

@@ -188,7 +188,8 @@ func newTestAnalyzer(t testing.TB, c *collector, mod func(*Config)) *Analyzer {
 	if mod != nil {
 		mod(&cfg)
 	}
-	a, err := NewAnalyzer(Options{Config: cfg, Sink: c, Registrations: c})
+	a, err := NewAnalyzer(Options{Config: cfg, Sink: c, Registrations: c,
+		Servers: func(ip netip.Addr) bool { return ip == pbx.Addr() }, InferServers: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,11 @@ import (
 	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/sipwarden/sipwarden/internal/offense"
+	"github.com/sipwarden/sipwarden/internal/sipcodec"
 )
+
+// allowAll takes HEP inside test captures from any sender.
+var allowAll = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
 
 func sipSeeds(f *testing.F) [][]byte {
 	var out [][]byte
@@ -80,9 +84,9 @@ func FuzzHEP(f *testing.F) {
 				if err != nil {
 					break
 				}
-				var fr frame
-				if decodeFrame(int(r.LinkType()), data, &fr) == nil {
-					f.Add(append([]byte(nil), fr.payload...))
+				var fr sipcodec.Frame
+				if sipcodec.DecodeFrame(int(r.LinkType()), data, &fr, nil) == nil {
+					f.Add(append([]byte(nil), fr.Payload...))
 				}
 			}
 		}
@@ -133,9 +137,9 @@ func FuzzFrame(f *testing.F) {
 		if err != nil {
 			break
 		}
-		f.Add(uint16(linkEthernet), data)
+		f.Add(uint16(sipcodec.LinkEthernet), data)
 		if len(data) > 14 {
-			f.Add(uint16(linkRaw), data[14:])
+			f.Add(uint16(sipcodec.LinkRaw), data[14:])
 		}
 	}
 	fh.Close()
@@ -143,10 +147,10 @@ func FuzzFrame(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	sm := a.m.source(offense.SourcePCAP)
-	links := []int{linkNull, linkEthernet, linkRaw, linkLoop, linkSLL, linkSLL2, linkIPv4, linkIPv6}
+	w := a.newWire(offense.SourcePCAP, nil, &HEPOptions{Allow: allowAll})
+	links := sipcodec.Links
 	f.Fuzz(func(t *testing.T, link uint16, data []byte) {
-		a.frame(links[int(link)%len(links)], data, time.Unix(1, 0), offense.SourcePCAP, sm, nil)
+		w.frame(links[int(link)%len(links)], data, time.Unix(1, 0))
 	})
 }
 
@@ -158,11 +162,11 @@ func TestReadCaptureTruncatedAndGarbage(t *testing.T) {
 	}
 	c := &collector{}
 	a := newTestAnalyzer(t, c, nil)
-	n, err := ReadCapture(context.Background(), bytes.NewReader(b[:len(b)/2+3]), a)
+	n, err := ReadCapture(context.Background(), bytes.NewReader(b[:len(b)/2+3]), a, CaptureOptions{})
 	if err != nil || n == 0 {
 		t.Errorf("truncated: %d, %v", n, err)
 	}
-	if _, err := ReadCapture(context.Background(), bytes.NewReader([]byte("2026-11-25 log line\n")), a); err == nil {
+	if _, err := ReadCapture(context.Background(), bytes.NewReader([]byte("2026-11-25 log line\n")), a, CaptureOptions{HEP: &HEPOptions{Allow: allowAll}}); err == nil {
 		t.Error("garbage accepted")
 	}
 }
@@ -270,7 +274,7 @@ func TestCaptureFormats(t *testing.T) {
 			}
 			c := &collector{}
 			a := newTestAnalyzer(t, c, nil)
-			n, err := ReadCapture(context.Background(), bytes.NewReader(buf.Bytes()), a)
+			n, err := ReadCapture(context.Background(), bytes.NewReader(buf.Bytes()), a, CaptureOptions{HEP: &HEPOptions{Allow: allowAll}})
 			if err != nil || n == 0 {
 				t.Fatalf("ReadCapture %d %v", n, err)
 			}

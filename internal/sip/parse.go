@@ -22,6 +22,7 @@ type msgInfo struct {
 	fromDisp   []byte
 	fromUser   []byte
 	fromHost   []byte
+	fromTag    []byte
 	toDisp     []byte
 	toUser     []byte
 	toHost     []byte
@@ -35,6 +36,7 @@ type msgInfo struct {
 	cseqMethod []byte
 	expires    int // Expires header, -1 when absent
 	hasAuth    bool
+	nonce      []byte // digest nonce of WWW-/Proxy-Authenticate (responses) or [Proxy-]Authorization (requests)
 	hasVia     bool
 	nFrom      int
 	nTo        int
@@ -110,6 +112,7 @@ func fastScan(b []byte, m *msgInfo) bool {
 			if !scanAddress(val, &m.fromDisp, &m.fromUser, &m.fromHost, nil, nil) {
 				return false
 			}
+			m.fromTag = paramValue(val, "tag")
 		case hdrIs(name, "to", "t"):
 			m.nTo++
 			if !scanAddress(val, &m.toDisp, &m.toUser, &m.toHost, nil, nil) {
@@ -167,6 +170,9 @@ func fastScan(b []byte, m *msgInfo) bool {
 			m.ua = val
 		case hdrIs(name, "authorization", "") || hdrIs(name, "proxy-authorization", ""):
 			m.hasAuth = true
+			m.nonce = digestNonce(val)
+		case hdrIs(name, "www-authenticate", "") || hdrIs(name, "proxy-authenticate", ""):
+			m.nonce = digestNonce(val)
 		case hdrIs(name, "expires", ""):
 			if n, ok := parseSeconds(val); ok {
 				m.expires = n
@@ -565,6 +571,9 @@ func slowParse(p *sipmsg.Parser, b []byte, m *msgInfo) error {
 		case *sipmsg.FromHeader:
 			m.nFrom++
 			m.fromDisp, m.fromUser, m.fromHost = []byte(h.DisplayName), []byte(h.Address.User), []byte(h.Address.Host)
+			if tag, ok := h.Params.Get("tag"); ok {
+				m.fromTag = []byte(tag)
+			}
 		case *sipmsg.ToHeader:
 			m.nTo++
 			m.toDisp, m.toUser, m.toHost = []byte(h.DisplayName), []byte(h.Address.User), []byte(h.Address.Host)
@@ -592,6 +601,9 @@ func slowParse(p *sipmsg.Parser, b []byte, m *msgInfo) error {
 				m.ua = []byte(h.Value())
 			case strings.EqualFold(name, "Authorization"), strings.EqualFold(name, "Proxy-Authorization"):
 				m.hasAuth = true
+				m.nonce = digestNonce([]byte(h.Value()))
+			case strings.EqualFold(name, "WWW-Authenticate"), strings.EqualFold(name, "Proxy-Authenticate"):
+				m.nonce = digestNonce([]byte(h.Value()))
 			case strings.EqualFold(name, "Expires"):
 				if n, ok := parseSeconds([]byte(h.Value())); ok {
 					m.expires = n
@@ -600,4 +612,56 @@ func slowParse(p *sipmsg.Parser, b []byte, m *msgInfo) error {
 		}
 	}
 	return m.checkMandatory()
+}
+
+// digestNonce returns the nonce parameter of a Digest challenge or answer
+// (quoted or not), or nil.
+func digestNonce(v []byte) []byte {
+	for i := 0; i+6 <= len(v); i++ {
+		if !eqFold(v[i:i+6], "nonce=") || i > 0 && isTokenBytes(v[i-1:i]) {
+			continue
+		}
+		r := v[i+6:]
+		if len(r) > 0 && r[0] == '"' {
+			r = r[1:]
+			if e := bytes.IndexByte(r, '"'); e >= 0 {
+				return r[:e]
+			}
+			return nil
+		}
+		e := bytes.IndexAny(r, ", \t")
+		if e < 0 {
+			e = len(r)
+		}
+		return r[:e]
+	}
+	return nil
+}
+
+// paramValue returns the value of ;name= in the parameters after a
+// name-addr's '>' (or after the URI of an addr-spec), or nil.
+func paramValue(v []byte, name string) []byte {
+	if gt := bytes.LastIndexByte(v, '>'); gt >= 0 {
+		v = v[gt+1:]
+	} else if sc := bytes.IndexByte(v, ';'); sc >= 0 {
+		v = v[sc:]
+	} else {
+		return nil
+	}
+	for len(v) > 0 {
+		sc := bytes.IndexByte(v, ';')
+		if sc < 0 {
+			return nil
+		}
+		v = v[sc+1:]
+		kv := v
+		if e := bytes.IndexByte(kv, ';'); e >= 0 {
+			kv = kv[:e]
+		}
+		kv = trimSP(kv)
+		if len(kv) > len(name) && kv[len(name)] == '=' && eqFold(kv[:len(name)], name) {
+			return trimSP(kv[len(name)+1:])
+		}
+	}
+	return nil
 }

@@ -13,6 +13,7 @@ type seqMatcher struct {
 	has   [256]bool  // some sequence starts with this byte
 	first [256][]int // sequence indexes by first byte
 	seqs  [][]byte
+	names [][]byte // what match returns for each sequence
 }
 
 func newSeqMatcher(list [][]byte) *seqMatcher {
@@ -24,6 +25,7 @@ func newSeqMatcher(list [][]byte) *seqMatcher {
 		m.has[s[0]] = true
 		m.first[s[0]] = append(m.first[s[0]], len(m.seqs))
 		m.seqs = append(m.seqs, s)
+		m.names = append(m.names, s)
 	}
 	return m
 }
@@ -37,23 +39,107 @@ func (m *seqMatcher) match(hay []byte) []byte {
 		for _, k := range m.first[c] {
 			s := m.seqs[k]
 			if len(hay)-i >= len(s) && string(hay[i:i+len(s)]) == string(s) {
-				return s
+				return m.names[k]
 			}
 		}
 	}
 	return nil
 }
 
-// newUAMatcher lower-cases the configured scanner signatures.
-func newUAMatcher(list []string) *seqMatcher {
-	var l [][]byte
+// newUAMatcher lower-cases the configured scanner signatures, and with
+// normalize keeps only their letters and digits (see appendNormal).
+func newUAMatcher(list []string, normalize bool) *seqMatcher {
+	var l, names [][]byte
 	for _, s := range list {
-		s = strings.ToLower(strings.TrimSpace(s))
-		if s != "" {
-			l = append(l, []byte(s))
+		name := []byte(strings.ToLower(strings.TrimSpace(s)))
+		b := name
+		if normalize {
+			b = appendNormal(nil, b, len(b))
+		}
+		if len(b) > 0 {
+			l = append(l, b)
+			names = append(names, name)
 		}
 	}
-	return newSeqMatcher(l)
+	m := newSeqMatcher(l)
+	m.names = names
+	return m
+}
+
+// appendNormal appends the ASCII letters (lower-cased) and digits of b to
+// dst, up to limit bytes in total: "Friendly_Scanner", "friendly scanner"
+// and "FRIENDLY-SCANNER\u200b" all read "friendlyscanner".
+func appendNormal(dst, b []byte, limit int) []byte {
+	for _, c := range b {
+		if len(dst) >= limit {
+			break
+		}
+		switch {
+		case 'A' <= c && c <= 'Z':
+			dst = append(dst, c+'a'-'A')
+		case 'a' <= c && c <= 'z', '0' <= c && c <= '9':
+			dst = append(dst, c)
+		}
+	}
+	return dst
+}
+
+// scannerText builds the normalised free text a scanner names itself in:
+// User-Agent and the From/To display names, NUL-separated.
+func scannerText(dst []byte, m *msgInfo) []byte {
+	const limit = 1024
+	dst = appendNormal(dst, m.ua, limit)
+	dst = append(dst, 0)
+	dst = appendNormal(dst, m.fromDisp, limit)
+	dst = append(dst, 0)
+	return appendNormal(dst, m.toDisp, limit)
+}
+
+// sipviciousTag recognises the From tag SIPVicious (svmap, svwar, svcrack)
+// writes whatever its User-Agent says: hex of "<printable text>\x01<digits>"
+// (svhelper.createTag).
+func sipviciousTag(tag []byte) bool {
+	if len(tag) < 6 || len(tag) > 256 || len(tag)%2 != 0 {
+		return false
+	}
+	sep := -1
+	for i := 0; i < len(tag); i += 2 {
+		hi, ok1 := unhex(tag[i])
+		lo, ok2 := unhex(tag[i+1])
+		if !ok1 || !ok2 {
+			return false
+		}
+		c := hi<<4 | lo
+		switch {
+		case c == 1:
+			if sep >= 0 || i == 0 {
+				return false
+			}
+			sep = i / 2
+		case sep < 0:
+			if c < 0x20 || c > 0x7e {
+				return false
+			}
+		default:
+			if c < '0' || c > '9' {
+				return false
+			}
+		}
+	}
+	digits := len(tag)/2 - sep - 1
+	return sep > 0 && digits >= 1 && digits <= 10
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
 }
 
 // appendLower appends the ASCII lower-case of b to dst, up to limit bytes in

@@ -118,22 +118,29 @@ func TestRequestRules(t *testing.T) {
 	}
 }
 
-func TestFloodOncePerWindow(t *testing.T) {
+// A flood raises one offense for every FloodRequests requests over the
+// limit: its evidence grows with the flood, and one burst is one offense.
+func TestFloodGrowsWithTheFlood(t *testing.T) {
 	c := &collector{}
 	a := newTestAnalyzer(t, c, nil)
 	other := netip.MustParseAddrPort("192.0.2.9:5060")
 	msg := req("OPTIONS", "sip:198.51.100.1")
-	for i := 0; i < 100; i++ { // 100 requests in 1 s: one flood offense
+	for i := 0; i < 100; i++ { // 100 requests in 1 s (limit 30): floods at 31, 61, 91
 		a.Packet(Packet{Src: attacker, Dst: pbx, Time: t0.Add(time.Duration(i) * 10 * time.Millisecond), Payload: msg, Source: offense.SourceCapture})
 	}
 	a.Packet(Packet{Src: other, Dst: pbx, Time: t0, Payload: msg, Source: offense.SourceCapture})
-	// A new window: counted again, fires again.
+	// A new window: counted again, fires again (at 31).
 	for i := 0; i < 40; i++ {
 		a.Packet(Packet{Src: attacker, Dst: pbx, Time: t0.Add(3*time.Second + time.Duration(i)*time.Millisecond), Payload: msg, Source: offense.SourceCapture})
 	}
 	got := c.count()
-	if got[attacker.Addr().String()+" flood"] != 2 || len(got) != 1 {
-		t.Errorf("got %v, want 2 floods for the attacker only", got)
+	if got[attacker.Addr().String()+" flood"] != 4 || len(got) != 1 {
+		t.Errorf("got %v, want 4 floods for the attacker only", got)
+	}
+	for _, o := range c.offs {
+		if o.Verified {
+			t.Errorf("a UDP flood proves no round trip: %+v", o)
+		}
 	}
 	if s := testutil.ToFloat64(a.m.skippedVec.WithLabelValues("capture", "flood")); s != 70+10 {
 		t.Errorf("skipped{flood} = %v, want 80 (not parsed)", s)
@@ -176,7 +183,9 @@ func TestAuthFailureINVITEUser(t *testing.T) {
 		t.Fatalf("%+v", c.offs)
 	}
 	o := c.offs[0]
-	if o.Rule != offense.AuthFailure || o.User != "1000" || o.Method != "INVITE" || !o.Verified || o.IP != attacker.Addr() {
+	// No digest answer to a nonce of ours was seen: a forged 403 would look
+	// the same, so it is not verified.
+	if o.Rule != offense.AuthFailure || o.User != "1000" || o.Method != "INVITE" || o.Verified || o.IP != attacker.Addr() {
 		t.Errorf("%+v", o)
 	}
 }
@@ -214,7 +223,7 @@ func TestTCPSegments(t *testing.T) {
 	m1 := req("OPTIONS", "sip:198.51.100.1", "User-Agent: friendly-scanner")
 	m2 := req("INVITE", "sip:0097254333222@198.51.100.1")
 	both := append(append([]byte{}, m1...), m2...)
-	a.Packet(Packet{Src: attacker, Dst: pbx, TCP: true, Time: t0, Payload: both, Source: offense.SourceCapture})
+	a.Packet(Packet{Src: attacker, Dst: pbx, TCP: true, Verified: true, Time: t0, Payload: both, Source: offense.SourceCapture})
 	a.Packet(Packet{Src: attacker, Dst: pbx, TCP: true, Time: t0, Payload: m1[:40], Source: offense.SourceCapture}) // partial
 	a.Packet(Packet{Src: attacker, Dst: pbx, TCP: true, Time: t0, Payload: m1[60:], Source: offense.SourceCapture}) // continuation
 	got := c.count()
@@ -224,7 +233,7 @@ func TestTCPSegments(t *testing.T) {
 	}
 	for _, o := range c.offs {
 		if !o.Verified {
-			t.Errorf("TCP offense not verified: %+v", o)
+			t.Errorf("offense of a verified TCP flow not verified: %+v", o)
 		}
 	}
 	if testutil.ToFloat64(a.m.skippedVec.WithLabelValues("capture", "tcp_partial")) != 1 ||

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/net/bpf"
 
 	"github.com/sipwarden/sipwarden/internal/offense"
+	"github.com/sipwarden/sipwarden/internal/sipcodec"
 )
 
 // ethFrame builds an Ethernet/IP/UDP-or-TCP frame (the test's own encoder).
@@ -58,6 +59,18 @@ func ethFrame(src, dst netip.AddrPort, tcp bool, fragOff uint16, payload []byte)
 	return f
 }
 
+// withV6Ext inserts an 8-byte IPv6 extension header (Hop-by-Hop 0 or
+// Destination Options 60, a PadN option) after the fixed header of an
+// Ethernet/IPv6 frame.
+func withV6Ext(f []byte, ext byte) []byte {
+	out := append([]byte(nil), f[:14+40]...)
+	next := out[14+6]
+	out[14+6] = ext
+	binary.BigEndian.PutUint16(out[14+4:], binary.BigEndian.Uint16(out[14+4:])+8)
+	out = append(out, next, 0, 1, 4, 0, 0, 0, 0) // PadN of 4
+	return append(out, f[14+40:]...)
+}
+
 func TestBPFFilter(t *testing.T) {
 	raw, err := sipFilter([]int{5060, 5080}, false)
 	if err != nil {
@@ -75,16 +88,21 @@ func TestBPFFilter(t *testing.T) {
 		name  string
 		frame []byte
 		want  bool
+		whole bool // decodes to pl without reassembly
 	}{
-		{"v4 udp dst 5060", ethFrame(netip.AddrPortFrom(a4, 40000), netip.AddrPortFrom(b4, 5060), false, 0, pl), true},
-		{"v4 udp src 5080", ethFrame(netip.AddrPortFrom(a4, 5080), netip.AddrPortFrom(b4, 40000), false, 0, pl), true},
-		{"v4 tcp 5060", ethFrame(netip.AddrPortFrom(a4, 40000), netip.AddrPortFrom(b4, 5060), true, 0, pl), true},
-		{"v4 other port", ethFrame(netip.AddrPortFrom(a4, 40000), netip.AddrPortFrom(b4, 53), false, 0, pl), false},
-		{"v4 fragment", ethFrame(netip.AddrPortFrom(a4, 40000), netip.AddrPortFrom(b4, 5060), false, 0x2000, pl), false},
-		{"v6 udp 5060", ethFrame(netip.AddrPortFrom(a6, 40000), netip.AddrPortFrom(b6, 5060), false, 0, pl), true},
-		{"v6 tcp src 5080", ethFrame(netip.AddrPortFrom(a6, 5080), netip.AddrPortFrom(b6, 40000), true, 0, pl), true},
-		{"v6 other", ethFrame(netip.AddrPortFrom(a6, 1), netip.AddrPortFrom(b6, 2), false, 0, pl), false},
-		{"arp", append(make([]byte, 12), 0x08, 0x06, 0, 1), false},
+		{"v4 udp dst 5060", ethFrame(netip.AddrPortFrom(a4, 40000), netip.AddrPortFrom(b4, 5060), false, 0, pl), true, true},
+		{"v4 udp src 5080", ethFrame(netip.AddrPortFrom(a4, 5080), netip.AddrPortFrom(b4, 40000), false, 0, pl), true, true},
+		{"v4 tcp 5060", ethFrame(netip.AddrPortFrom(a4, 40000), netip.AddrPortFrom(b4, 5060), true, 0, pl), true, true},
+		{"v4 other port", ethFrame(netip.AddrPortFrom(a4, 40000), netip.AddrPortFrom(b4, 53), false, 0, pl), false, true},
+		// Fragments and IPv6 extension headers pass: software checks them.
+		{"v4 first fragment", ethFrame(netip.AddrPortFrom(a4, 40000), netip.AddrPortFrom(b4, 5060), false, 0x2000, pl), true, false},
+		{"v4 later fragment", ethFrame(netip.AddrPortFrom(a4, 1), netip.AddrPortFrom(b4, 2), false, 0x0004, pl), true, false},
+		{"v6 udp 5060", ethFrame(netip.AddrPortFrom(a6, 40000), netip.AddrPortFrom(b6, 5060), false, 0, pl), true, true},
+		{"v6 tcp src 5080", ethFrame(netip.AddrPortFrom(a6, 5080), netip.AddrPortFrom(b6, 40000), true, 0, pl), true, true},
+		{"v6 hop-by-hop", withV6Ext(ethFrame(netip.AddrPortFrom(a6, 40000), netip.AddrPortFrom(b6, 5060), false, 0, pl), 0), true, true},
+		{"v6 destination options", withV6Ext(ethFrame(netip.AddrPortFrom(a6, 40000), netip.AddrPortFrom(b6, 5060), false, 0, pl), 60), true, true},
+		{"v6 other", ethFrame(netip.AddrPortFrom(a6, 1), netip.AddrPortFrom(b6, 2), false, 0, pl), false, true},
+		{"arp", append(make([]byte, 12), 0x08, 0x06, 0, 1), false, true},
 	} {
 		n, err := vm.Run(tc.frame)
 		if err != nil {
@@ -94,9 +112,9 @@ func TestBPFFilter(t *testing.T) {
 			t.Errorf("%s: accept=%v", tc.name, n > 0)
 		}
 		// The software decoder agrees on what it can decode.
-		var f frame
-		if err := decodeFrame(linkEthernet, tc.frame, &f); tc.want && (err != nil || string(f.payload) != string(pl)) {
-			t.Errorf("%s: decode %v %q", tc.name, err, f.payload)
+		var f sipcodec.Frame
+		if err := sipcodec.DecodeFrame(sipcodec.LinkEthernet, tc.frame, &f, nil); tc.want && tc.whole && (err != nil || string(f.Payload) != string(pl)) {
+			t.Errorf("%s: decode %v %q", tc.name, err, f.Payload)
 		}
 	}
 	if _, err := sipFilter(nil, false); err == nil {
@@ -117,7 +135,7 @@ func TestHEPListener(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := NewHEPListener("127.0.0.1:0", a, nil, reg)
+	l, err := NewHEPListener("127.0.0.1:0", a, HEPOptions{}, nil, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +154,7 @@ func TestHEPListener(t *testing.T) {
 	conn.Write(encodeHEP3(attacker, pbx, false, ts, 1, scan))
 	waitFor(t, 5*time.Second, func() bool { return len(c.rules()) == 2 })
 	// A second listener on the same port fails at construction.
-	if _, err := NewHEPListener(l.Addr().String(), a, nil, reg); err == nil {
+	if _, err := NewHEPListener(l.Addr().String(), a, HEPOptions{}, nil, reg); err == nil {
 		t.Error("port in use not reported")
 	}
 	cancel()

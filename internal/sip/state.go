@@ -3,6 +3,7 @@ package sip
 import (
 	"hash/maphash"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -22,6 +23,142 @@ type ipState struct {
 	failStart int64
 	failFired bool
 	failUsers []uint64 // distinct To users answered 404/403, up to ScanFailures
+
+	// Round trips: nonces FreeSWITCH challenged this address with, and
+	// the calls in which it answered one of them.
+	nonces      []uint64
+	digestCalls []uint64
+	toll        []pendingToll // INVITEs to toll numbers with credentials, awaiting FreeSWITCH's answer
+}
+
+// pendingToll is an INVITE to a toll pattern that carried credentials: it
+// is an offense if FreeSWITCH refuses them.
+type pendingToll struct {
+	call   uint64
+	at     int64
+	user   string
+	detail string
+	digest bool
+}
+
+const maxPendingToll = 4
+
+func pushToll(l []pendingToll, p pendingToll) []pendingToll {
+	for i := range l {
+		if l[i].call == p.call {
+			l[i] = p
+			return l
+		}
+	}
+	if len(l) >= maxPendingToll {
+		copy(l, l[1:])
+		l = l[:len(l)-1]
+	}
+	return append(l, p)
+}
+
+// takeToll removes and returns the pending INVITE of call (zero if none).
+func takeToll(l []pendingToll, call uint64) (pendingToll, []pendingToll) {
+	for i := range l {
+		if l[i].call == call {
+			p := l[i]
+			return p, append(l[:i], l[i+1:]...)
+		}
+	}
+	return pendingToll{}, l
+}
+
+// pushHash appends h to a ring of at most max hashes.
+func pushHash(l []uint64, h uint64, max int) []uint64 {
+	if containsHash(l, h) {
+		return l
+	}
+	if len(l) >= max {
+		copy(l, l[1:])
+		l = l[:len(l)-1]
+	}
+	return append(l, h)
+}
+
+func containsHash(l []uint64, h uint64) bool {
+	for _, x := range l {
+		if x == h {
+			return true
+		}
+	}
+	return false
+}
+
+// inference learns which addresses of a capture are FreeSWITCH: those that
+// answer a request sent to them. Bounded: the requests remembered and the
+// servers learned are capped.
+type inference struct {
+	mu      sync.Mutex
+	seed    maphash.Seed
+	asks    map[uint64]struct{}
+	servers map[netip.Addr]struct{}
+}
+
+const (
+	maxInferAsks    = 1 << 16
+	maxInferServers = 64
+)
+
+func newInference() *inference {
+	return &inference{seed: maphash.MakeSeed(), asks: map[uint64]struct{}{}, servers: map[netip.Addr]struct{}{}}
+}
+
+func (in *inference) key(callID []byte, client, server netip.Addr) uint64 {
+	var h maphash.Hash
+	h.SetSeed(in.seed)
+	h.Write(callID)
+	c, s := client.As16(), server.As16()
+	h.Write(c[:])
+	h.Write(s[:])
+	return h.Sum64()
+}
+
+// asked records a request from client to server.
+func (in *inference) asked(callID []byte, client, server netip.Addr) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if _, ok := in.servers[server]; ok {
+		return
+	}
+	if len(in.asks) >= maxInferAsks {
+		for k := range in.asks {
+			delete(in.asks, k)
+			break
+		}
+	}
+	in.asks[in.key(callID, client, server)] = struct{}{}
+}
+
+// answered reports whether server is FreeSWITCH, learning it when this
+// response answers a request client sent it.
+func (in *inference) answered(callID []byte, client, server netip.Addr) bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if _, ok := in.servers[server]; ok {
+		return true
+	}
+	if _, ok := in.asks[in.key(callID, client, server)]; !ok || len(in.servers) >= maxInferServers {
+		return false
+	}
+	in.servers[server] = struct{}{}
+	return true
+}
+
+// Servers lists the servers learned, sorted.
+func (in *inference) list() []netip.Addr {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	out := make([]netip.Addr, 0, len(in.servers))
+	for a := range in.servers {
+		out = append(out, a)
+	}
+	slices.SortFunc(out, func(a, b netip.Addr) int { return a.Compare(b) })
+	return out
 }
 
 const nShards = 64

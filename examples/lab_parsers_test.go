@@ -55,7 +55,7 @@ func TestLabDataThroughParsers(t *testing.T) {
 	}
 
 	regs := &learned{regs: map[string]int{}}
-	a, err := sip.NewAnalyzer(sip.Options{Config: sip.DefaultConfig(), Sink: sink, Registrations: regs})
+	a, err := sip.NewAnalyzer(sip.Options{Config: sip.DefaultConfig(), Sink: sink, Registrations: regs, InferServers: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,7 @@ func TestLabDataThroughParsers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer g.Close()
-	if n, err := sip.ReadCapture(context.Background(), g, a); err != nil || n != 832 {
+	if n, err := sip.ReadCapture(context.Background(), g, a, sip.CaptureOptions{}); err != nil || n != 832 {
 		t.Fatalf("ReadCapture: %d packets, %v; want 832", n, err)
 	}
 
@@ -73,7 +73,7 @@ func TestLabDataThroughParsers(t *testing.T) {
 		{"203.0.113.10", offense.SourcePCAP, offense.AuthFailure}:       12,
 		{"198.51.100.23", offense.SourceLog, offense.AuthFailure}:       30,
 		{"198.51.100.23", offense.SourceLog, offense.UnknownUser}:       15,
-		{"198.51.100.44", offense.SourceLog, offense.ACLReject}:         6,
+		{"198.51.100.44", offense.SourceLog, offense.ACLReject}:         30,
 		{"198.51.100.66", offense.SourcePCAP, offense.ScannerUserAgent}: 1,
 		{"198.51.100.66", offense.SourcePCAP, offense.ExtensionScan}:    1,
 		{"198.51.100.77", offense.SourcePCAP, offense.TollFraudInvite}:  8,

@@ -56,6 +56,27 @@ func options(src netip.AddrPort, i int, ua string) []byte {
 
 var junk = []byte("\x16\x03\x01 this is not SIP \x00\xff\r\n\r\n")
 
+// challenge is FreeSWITCH's 401 to the brute-forcer's i-th REGISTER, with a
+// nonce; register answers it; forbidden refuses the answer. The three make
+// a digest round trip: verified evidence a forged source cannot produce.
+func challenge(attacker netip.AddrPort, i int) []byte {
+	return fmt.Appendf(nil, "SIP/2.0 401 Unauthorized\r\n"+
+		"Via: SIP/2.0/UDP %s;branch=z9hG4bK-bc%d;rport=5060\r\n"+
+		"From: <sip:1001@pbx.example.com>;tag=a%d\r\nTo: <sip:1001@pbx.example.com>;tag=b%d\r\n"+
+		"Call-ID: brute-%d@%s\r\nCSeq: 1 REGISTER\r\n"+
+		"WWW-Authenticate: Digest realm=\"pbx.example.com\", nonce=\"n%08x-flood\", algorithm=MD5, qop=\"auth\"\r\n"+
+		"Content-Length: 0\r\n\r\n", attacker, i, i, i, i, attacker.Addr(), i)
+}
+
+func register(attacker netip.AddrPort, i int) []byte {
+	return fmt.Appendf(nil, "REGISTER sip:pbx.example.com SIP/2.0\r\n"+
+		"Via: SIP/2.0/UDP %s;branch=z9hG4bK-br%d;rport\r\nMax-Forwards: 70\r\n"+
+		"From: <sip:1001@pbx.example.com>;tag=a%d\r\nTo: <sip:1001@pbx.example.com>\r\n"+
+		"Call-ID: brute-%d@%s\r\nCSeq: 2 REGISTER\r\nContact: <sip:1001@%s>\r\n"+
+		"Authorization: Digest username=\"1001\", realm=\"pbx.example.com\", nonce=\"n%08x-flood\", uri=\"sip:pbx.example.com\", response=\"00000000000000000000000000000000\", algorithm=MD5\r\n"+
+		"Content-Length: 0\r\n\r\n", attacker, i, i, i, attacker.Addr(), attacker, i)
+}
+
 func forbidden(attacker netip.AddrPort, i int) []byte {
 	return fmt.Appendf(nil, "SIP/2.0 403 Forbidden\r\n"+
 		"Via: SIP/2.0/UDP %s;branch=z9hG4bK-bf%d;rport=5060\r\n"+
@@ -81,20 +102,24 @@ const (
 // TestSpoofedFlood: 1M HEPv3 datagrams, each from a distinct forged source
 // (half junk that is malformed_sip, half well-formed OPTIONS probes that
 // fill the SIP analyzer's per-address table), while a real brute-forcer's
-// 40 digest failures (403 to REGISTER) are spread over the flood. The jail
-// stays at max_offenders and evicts, the forged sources are not banned
-// (unverified evidence weighs 0.5), the brute-forcer is, in the kernel, the
+// 40 digest round trips (401 with a nonce, REGISTER answering it, 403) are
+// spread over the flood. With the shipped defaults (only jail.max_offenders
+// lowered, to fill it within the test) the jail stays at max_offenders and
+// evicts, the forged sources are not banned (one unverified probe weighs
+// jail.unverified_factor x 5 = 1), the brute-forcer is, in the kernel, the
 // API answers mid-flood, and the daemon's peak RSS stays under the bound.
+// FreeSWITCH (192.0.2.10) is one of the host's own addresses, so its
+// responses are evidence.
 //
-// The probes carry a scanner user agent (2.5 points each after the
-// unverified factor), so the jail fills with forged entries that outscore
-// the brute-forcer's first failures; eviction must still drop the forged
-// entries (no verified evidence) rather than the brute-forcer's. Before the
-// jail ranked verified evidence above score, the brute-forcer was evicted
-// and never banned in 5 of 12 runs.
+// The probes carry a scanner user agent, so the jail fills with forged
+// entries that outscore the brute-forcer's first failures; eviction must
+// still drop the forged entries (no verified evidence) rather than the
+// brute-forcer's. Before the jail ranked verified evidence above score, the
+// brute-forcer was evicted and never banned in 5 of 12 runs.
 func TestSpoofedFlood(t *testing.T) {
 	t.Parallel()
 	ns := newNS(t)
+	run(t, "ip", "netns", "exec", ns, "ip", "addr", "add", "192.0.2.10/32", "dev", "lo") // FreeSWITCH's address
 	p := startReady(t, procOpts{ns: ns, api: "127.0.0.1:9091", config: fmt.Sprintf(`
 esl:
   disabled: true
@@ -102,7 +127,6 @@ sip:
   hep_listen: 127.0.0.1:9060
 jail:
   max_offenders: %d
-  unverified_factor: 0.5
 api:
   listen: 127.0.0.1:9091
 `, maxOffenders)})
@@ -143,6 +167,8 @@ api:
 			send(src, pbx, junk)
 		}
 		if i%(floodSources/failures) == floodSources/failures/2 {
+			send(pbx, attacker, challenge(attacker, i))
+			send(attacker, pbx, register(attacker, i))
 			send(pbx, attacker, forbidden(attacker, i))
 		}
 		if i == floodSources/2 {

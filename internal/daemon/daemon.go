@@ -210,7 +210,7 @@ func New(cfg config.Config, o Options) (_ *Daemon, err error) {
 			return nil, err
 		}
 		if cfg.SIP.HEPListen != "" {
-			d.hep, err = sip.NewHEPListener(cfg.SIP.HEPListen, analyzer, d.log, d.reg)
+			d.hep, err = sip.NewHEPListener(cfg.SIP.HEPListen, analyzer, d.pipe.HEPOptions(), d.log, d.reg)
 			if err != nil {
 				return nil, fmt.Errorf("sip.hep_listen: %w", err)
 			}

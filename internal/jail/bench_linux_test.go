@@ -70,7 +70,7 @@ func BenchmarkBanThroughput(b *testing.B) {
 	ns := newNS(b, "t")
 	s := newTestIPSet(b, ns, ipset.Options{MaxElem: 1 << 24})
 	fw := &countingFW{Firewall: s}
-	j, err := New(Options{Firewall: fw, QueueSize: b.N + 1, MaxOffenders: b.N + 1, HostAddrs: func() ([]netip.Addr, error) { return nil, nil }})
+	j, err := New(Options{UnverifiedFactor: 1, Firewall: fw, QueueSize: b.N + 1, MaxOffenders: b.N + 1, HostAddrs: func() ([]netip.Addr, error) { return nil, nil }})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -98,7 +98,7 @@ func BenchmarkBanThroughput(b *testing.B) {
 // BenchmarkOffendDistinct: jail throughput and memory with b.N distinct
 // offenders below the threshold (run with -benchtime=1000000x for 1M).
 func BenchmarkOffendDistinct(b *testing.B) {
-	j, err := New(Options{MaxOffenders: b.N + 1, HostAddrs: func() ([]netip.Addr, error) { return nil, nil }})
+	j, err := New(Options{UnverifiedFactor: 1, MaxOffenders: b.N + 1, HostAddrs: func() ([]netip.Addr, error) { return nil, nil }})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -121,7 +121,7 @@ func BenchmarkOffendDistinct(b *testing.B) {
 
 // BenchmarkOffendHot: the same attacker over and over (scoring only).
 func BenchmarkOffendHot(b *testing.B) {
-	j, err := New(Options{MaxRetry: 1e12})
+	j, err := New(Options{UnverifiedFactor: 1, MaxRetry: 1e12})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -148,7 +148,7 @@ func TestBanSpeedReport(t *testing.T) {
 	ns := newNS(t, "s")
 	s := newTestIPSet(t, ns, ipset.Options{MaxElem: 1 << 20})
 	fw := &countingFW{Firewall: s, done: make([]atomic.Int64, n)}
-	j, err := New(Options{Firewall: fw, QueueSize: n + 1, MaxOffenders: n + 1, HostAddrs: func() ([]netip.Addr, error) { return nil, nil }})
+	j, err := New(Options{UnverifiedFactor: 1, Firewall: fw, QueueSize: n + 1, MaxOffenders: n + 1, HostAddrs: func() ([]netip.Addr, error) { return nil, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +172,7 @@ func TestBanSpeedReport(t *testing.T) {
 	if err := s.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	j2, err := New(Options{Firewall: fw2, QueueSize: n + 1, MaxOffenders: n + 1, HostAddrs: func() ([]netip.Addr, error) { return nil, nil }})
+	j2, err := New(Options{UnverifiedFactor: 1, Firewall: fw2, QueueSize: n + 1, MaxOffenders: n + 1, HostAddrs: func() ([]netip.Addr, error) { return nil, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}

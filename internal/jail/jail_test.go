@@ -79,6 +79,11 @@ func newEnv(t *testing.T, o Options) *env {
 	if o.Now == nil {
 		o.Now = e.clk.Now
 	}
+	if o.UnverifiedFactor == 0 {
+		// These tests weigh all evidence alike; TestUnverifiedFactor and
+		// the default's own test cover the discount.
+		o.UnverifiedFactor = 1
+	}
 	if o.Firewall == nil {
 		e.fw = ban.NewDryRun(ban.DryRunOptions{Now: o.Now})
 		o.Firewall = e.fw
@@ -559,7 +564,7 @@ func TestPolicyValidation(t *testing.T) {
 		}
 	}
 	e := newEnv(t, Options{})
-	if err := e.j.SetPolicy(Policy{MaxRetry: 2}); err != nil {
+	if err := e.j.SetPolicy(Policy{MaxRetry: 2, UnverifiedFactor: 1}); err != nil {
 		t.Fatal(err)
 	}
 	e.offend("203.0.113.60", offense.AuthFailure, 0)

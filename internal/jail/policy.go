@@ -42,8 +42,8 @@ type Policy struct {
 	NeverBan []netip.Prefix // besides loopback, link-local, multicast and the host's own addresses
 	// UnverifiedFactor multiplies the weight of evidence that needed no
 	// round trip with the source (a single UDP packet, whose source address
-	// can be forged) — Offense.Verified false. 1 (the default) trusts it
-	// fully; 0.5 makes forged-source evidence need twice as much to ban.
+	// can be forged) — Offense.Verified false. DefaultUnverifiedFactor
+	// (0.2) when unset; 1 trusts it fully.
 	UnverifiedFactor float64
 	// MaxOffenders caps the entries the jail tracks, banned ones included
 	// (DefaultMaxOffenders). Beyond it the least valuable of a small random
@@ -63,7 +63,14 @@ const (
 	DefaultBantime          = time.Hour
 	DefaultMaxBantime       = 7 * 24 * time.Hour
 	DefaultFactor           = 2.0
-	DefaultUnverifiedFactor = 1.0
+	// DefaultUnverifiedFactor weighs evidence that proves no round trip
+	// with its source (a UDP request, a TCP segment without its
+	// handshake, anything inside HEP): a forged packet costs its sender
+	// one datagram. At 0.2 no single packet reaches MaxRetry (the most one
+	// message can fire, scanner + injection + toll fraud at weight 5
+	// each, scores 3), a two-packet probe scores 2, while a real scanner
+	// (many messages from its own address) is banned within seconds.
+	DefaultUnverifiedFactor = 0.2
 	// DefaultResyncEvery is Options.ResyncEvery when unset: the kernel sets
 	// are read back and repaired this often.
 	DefaultResyncEvery = time.Minute

@@ -64,6 +64,14 @@ type Pipeline struct {
 	location *time.Location
 	public   []string
 	sip      sip.Config
+	trust    sipTrust
+}
+
+// sipTrust is what the SIP sources believe: HEP senders, FreeSWITCH's
+// addresses (whose responses are evidence).
+type sipTrust struct {
+	hep     sip.HEPOptions
+	servers *sip.ServerSet // nil: infer them (replay without sip.servers)
 }
 
 // New builds the jail from cfg (validated by config.Load). When only the
@@ -83,7 +91,8 @@ func New(cfg config.Config, parts Parts) (*Pipeline, error) {
 	if err != nil {
 		return nil, err
 	}
-	pl := &Pipeline{parts: parts, location: loc, public: slices.Clone(cfg.Logs.PublicContexts), sip: SIPConfig(cfg.SIP)}
+	pl := &Pipeline{parts: parts, location: loc, public: slices.Clone(cfg.Logs.PublicContexts), sip: SIPConfig(cfg.SIP),
+		trust: SIPTrust(cfg, parts.NeverBan, parts.Offline)}
 	opt := JailOptions(cfg)
 	opt.NeverBan = append(opt.NeverBan, parts.NeverBan...)
 	opt.Allowlist = parts.Allowlist
@@ -137,18 +146,50 @@ func (p *Pipeline) SIPAnalyzer(sink offense.Sink, regs sip.Registrar) (*sip.Anal
 	if sink == nil {
 		sink = p.jail
 	}
-	a, err := sip.NewAnalyzer(sip.Options{
+	o := sip.Options{
 		Config:        p.sip,
 		Sink:          sink,
 		Registrations: regs,
 		Logger:        p.parts.Logger,
 		Registerer:    p.parts.Registerer,
 		Now:           p.parts.Now,
-	})
+		InferServers:  p.trust.servers == nil,
+	}
+	if p.trust.servers != nil {
+		o.Servers = p.trust.servers.Contains
+	}
+	a, err := sip.NewAnalyzer(o)
 	if err != nil {
 		return nil, fmt.Errorf("sip: %w", err)
 	}
 	return a, nil
+}
+
+// HEPOptions says whom the HEP listener (and replay, for HEP inside a
+// capture) takes HEP from.
+func (p *Pipeline) HEPOptions() sip.HEPOptions { return p.trust.hep }
+
+// SIPTrust maps sip.hep_allow, sip.hep_capture_ids and sip.servers onto
+// what the SIP sources trust. nodes are the Event Socket nodes' addresses:
+// by default HEP is taken from loopback and them, and FreeSWITCH's
+// responses are those from them and the host's own addresses; offline
+// (replay) FreeSWITCH is inferred from the capture unless sip.servers says.
+func SIPTrust(cfg config.Config, nodes []netip.Prefix, offline bool) sipTrust {
+	var t sipTrust
+	t.hep.Allow = config.Prefixes(cfg.SIP.HEPAllow)
+	if len(t.hep.Allow) == 0 {
+		t.hep.Allow = append([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}, nodes...)
+	}
+	for _, id := range cfg.SIP.HEPCaptureIDs {
+		t.hep.CaptureIDs = append(t.hep.CaptureIDs, uint32(id))
+	}
+	switch {
+	case len(cfg.SIP.Servers) > 0:
+		t.servers = &sip.ServerSet{Prefixes: config.Prefixes(cfg.SIP.Servers)}
+	case !offline:
+		t.servers = &sip.ServerSet{Prefixes: slices.Clone(nodes), HostAddrs: true}
+	}
+	return t
 }
 
 // LogParser builds a log line parser with the config's rules; now is used

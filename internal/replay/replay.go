@@ -69,6 +69,66 @@ type Report struct {
 	Lines    int64 // log lines read
 	Packets  int   // capture packets read
 	Offenses int   // offenses found
+	// Learned says which registrations the captures' 200 OKs taught, and
+	// from which FreeSWITCH addresses.
+	Learned string
+	// Servers are the FreeSWITCH addresses inferred from the captures (when
+	// sip.servers is not set).
+	Servers []netip.Addr
+}
+
+// regLog collects the registrations FreeSWITCH confirmed in the captures
+// (the analyzer reports them as events, with their time).
+type regLog struct {
+	mu     sync.Mutex
+	events []sip.RegistrationEvent
+}
+
+func (l *regLog) Registration(e sip.RegistrationEvent) {
+	l.mu.Lock()
+	l.events = append(l.events, e)
+	l.mu.Unlock()
+}
+
+// Upsert is not called (the analyzer prefers Registration); were it, the
+// registration would count from the start of its capped lifetime at most.
+func (l *regLog) Upsert(r whitelist.Registration) {
+	l.Registration(sip.RegistrationEvent{At: r.ExpiresAt.Add(-sip.DefaultMaxRegistrationExpiry), Registration: r})
+}
+
+func (l *regLog) sorted() []sip.RegistrationEvent {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	slices.SortStableFunc(l.events, func(a, b sip.RegistrationEvent) int { return a.At.Compare(b.At) })
+	return l.events
+}
+
+// summary is one line: how many registrations, of how many addresses, from
+// which servers.
+func (l *regLog) summary() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ips := map[netip.Addr]bool{}
+	servers := map[netip.Addr]bool{}
+	n := 0
+	for _, e := range l.events {
+		if e.Ended {
+			continue
+		}
+		n++
+		ips[e.Registration.IP] = true
+		servers[e.Server] = true
+	}
+	if n == 0 {
+		return ""
+	}
+	var from []string
+	for s := range servers {
+		from = append(from, s.String())
+	}
+	sort.Strings(from)
+	return fmt.Sprintf("learned %d registrations of %d addresses from FreeSWITCH at %s (each from its 200 OK on, for at most %s)",
+		n, len(ips), strings.Join(from, ", "), sip.DefaultMaxRegistrationExpiry)
 }
 
 // clock is the replay's "now": the time of the record being judged.
@@ -125,9 +185,10 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	jail := pl.Jail()
 
-	// Pass 1: captures. They teach the whitelist the registrations (a 200
-	// OK to a REGISTER) that must cover the whole night, so they are read
-	// before anything is judged; their offenses wait, sorted by time.
+	// Pass 1: captures. Their offenses wait, sorted by time, and so do the
+	// registrations FreeSWITCH's 200 OKs confirmed: each protects its
+	// address from its own time on (never retroactively), for its capped
+	// lifetime.
 	var captured []offense.Offense
 	var mu sync.Mutex
 	collect := offense.SinkFunc(func(of offense.Offense) {
@@ -135,7 +196,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		captured = append(captured, of)
 		mu.Unlock()
 	})
-	analyzer, err := pl.SIPAnalyzer(collect, wl)
+	learned := &regLog{}
+	analyzer, err := pl.SIPAnalyzer(collect, learned)
 	if err != nil {
 		return nil, err
 	}
@@ -149,7 +211,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			if !capture {
 				return nil
 			}
-			n, err := sip.ReadCapture(ctx, br, analyzer)
+			hep := pl.HEPOptions()
+			n, err := sip.ReadCapture(ctx, br, analyzer, sip.CaptureOptions{HEP: &hep})
 			rep.Packets += n
 			return err
 		})
@@ -161,8 +224,22 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 	}
 	slices.SortStableFunc(captured, func(a, b offense.Offense) int { return a.Time.Compare(b.Time) })
-
+	events := learned.sorted()
+	rep.Learned, rep.Servers = learned.summary(), analyzer.InferredServers()
+	if o.Progress != nil && rep.Learned != "" {
+		fmt.Fprintf(o.Progress, "replay: %s\n", rep.Learned)
+	}
+	nextReg := 0
 	judge := func(of offense.Offense) {
+		for ; nextReg < len(events) && !events[nextReg].At.After(of.Time); nextReg++ {
+			e := events[nextReg]
+			if e.Ended {
+				r := e.Registration
+				wl.Remove(r.Node, r.IP, r.User, r.Realm, r.CallID)
+			} else {
+				wl.Upsert(e.Registration)
+			}
+		}
 		clk.set(of.Time)
 		jail.Offend(of)
 		rep.Offenses++

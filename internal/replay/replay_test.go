@@ -78,6 +78,9 @@ func TestLabNight(t *testing.T) {
 
 // The verbatim FreeSWITCH logs: the failures and the unknown user are found
 // (all from 127.0.0.1, which is never banned), challenges are not counted.
+// The four digest failures are verified (1 each); "Can't find user" proves
+// no round trip (one forged REGISTER makes FreeSWITCH log it) and weighs
+// jail.unverified_factor: 4.2 stays below the threshold of 5.
 func TestFixtureLogs(t *testing.T) {
 	files := []string{"testdata/freeswitch.log.full_session_A_B_C_D.txt"}
 	v := verdicts(run(t, "", files...))
@@ -85,7 +88,7 @@ func TestFixtureLogs(t *testing.T) {
 		t.Fatalf("sources = %v, want only 127.0.0.1", v)
 	}
 	r := v["127.0.0.1"]
-	if r.Verdict != VerdictNeverBan || r.Why != "loopback" || r.Offenses["auth_failure"] != 4 || r.Offenses["unknown_user"] != 1 || len(r.Offenses) != 2 {
+	if r.Verdict != VerdictBelowThreshold || r.Score < 4.19 || r.Score > 4.21 || r.Offenses["auth_failure"] != 4 || r.Offenses["unknown_user"] != 1 || len(r.Offenses) != 2 {
 		t.Errorf("127.0.0.1: %+v", r)
 	}
 }

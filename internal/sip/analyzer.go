@@ -47,6 +47,22 @@ type Registrar interface {
 	Upsert(whitelist.Registration)
 }
 
+// RegistrationEvent is one registration a FreeSWITCH 200 OK to REGISTER
+// confirmed (or ended, Ended true) at At; Server is the address that sent it.
+type RegistrationEvent struct {
+	At           time.Time
+	Server       netip.Addr
+	Registration whitelist.Registration
+	Ended        bool
+}
+
+// RegistrationObserver, when Options.Registrations implements it, receives
+// RegistrationEvents instead of Upsert/Remove calls (replay applies them at
+// their own time, never before).
+type RegistrationObserver interface {
+	Registration(RegistrationEvent)
+}
+
 type registrationRemover interface {
 	Remove(node string, ip netip.Addr, user, realm, callID string)
 }
@@ -558,16 +574,23 @@ func (a *Analyzer) learn(p Packet, phone netip.Addr, t time.Time, m *msgInfo) {
 		exp = m.expires
 	}
 	user, realm := string(m.toUser), string(m.toHost)
+	obs, _ := a.reg.(RegistrationObserver)
 	if exp <= 0 {
 		// No binding left (Contact;expires=0, or no Contact at all: RFC
 		// 3261 10.3 lists every current binding in the 200 OK).
-		if a.rem != nil && user != "" {
+		if user == "" {
+			return
+		}
+		if obs != nil {
+			obs.Registration(RegistrationEvent{At: t, Server: p.Src.Addr().Unmap(), Ended: true,
+				Registration: whitelist.Registration{IP: phone, User: user, Realm: realm, CallID: string(m.callID), Node: string(p.Source)}})
+		} else if a.rem != nil {
 			a.rem.Remove(string(p.Source), phone, user, realm, string(m.callID))
 		}
 		return
 	}
 	life := min(time.Duration(exp)*time.Second, a.maxRegExp)
-	a.reg.Upsert(whitelist.Registration{
+	r := whitelist.Registration{
 		IP:        phone,
 		User:      user,
 		Realm:     realm,
@@ -575,7 +598,12 @@ func (a *Analyzer) learn(p Packet, phone netip.Addr, t time.Time, m *msgInfo) {
 		CallID:    string(m.callID),
 		Node:      string(p.Source),
 		ExpiresAt: t.Add(life),
-	})
+	}
+	if obs != nil {
+		obs.Registration(RegistrationEvent{At: t, Server: p.Src.Addr().Unmap(), Registration: r})
+		return
+	}
+	a.reg.Upsert(r)
 }
 
 // InferredServers lists the addresses learned as FreeSWITCH (InferServers).

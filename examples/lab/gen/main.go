@@ -16,7 +16,9 @@
 //     1003 has a stale password and fails 12 times, 30 s apart;
 //   - a roaming phone, 1005, registering from 2001:db8::20;
 //   - 198.51.100.23 brute-forcing passwords and user names (log only);
-//   - 198.51.100.44 rejected by the external profile's ACL (log only);
+//   - 198.51.100.44 rejected by the external profile's ACL (log only), 30
+//     INVITEs 10 s apart: an ACL rejection proves no round trip (one forged
+//     UDP packet makes FreeSWITCH log one), so it takes many to ban;
 //   - 198.51.100.66 running SIPVicious: svmap (OPTIONS) then svwar (REGISTER
 //     to 50 extensions);
 //   - 198.51.100.77 sending unauthenticated INVITEs to international numbers;
@@ -90,6 +92,7 @@ func generate(dir string) error {
 	n.sipvicious()
 	n.tollFraud()
 	n.flood()
+	n.aclProbeMore() // last: the rest of the night's generation keeps its random sequence
 
 	pcap, err := n.pcap()
 	if err != nil {
@@ -225,8 +228,16 @@ func (n *night) bruteForce() {
 // aclProbe: 198.51.100.44 sends INVITEs to the external profile, whose
 // apply-inbound-acl only admits the carriers (log only).
 func (n *night) aclProbe() {
-	t := n.at(4*time.Hour + 14*time.Minute + 2*time.Second)
-	for i := 0; i < 6; i++ {
+	n.aclProbes(n.at(4*time.Hour+14*time.Minute+2*time.Second), 6)
+}
+
+// aclProbeMore: the prober keeps going, 24 more INVITEs after the first 6.
+func (n *night) aclProbeMore() {
+	n.aclProbes(n.at(4*time.Hour+15*time.Minute+5*time.Second), 24)
+}
+
+func (n *night) aclProbes(t time.Time, count int) {
+	for i := 0; i < count; i++ {
 		uuid := n.uuid()
 		port := 5060
 		ch := "sofia/external/" + "1000@" + server4x.Addr().String()

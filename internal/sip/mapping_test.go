@@ -34,7 +34,8 @@ func TestOffenseMapping(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := &collector{}
-			a, err := NewAnalyzer(Options{Config: DefaultConfig(), Sink: c, Registerer: prometheus.NewRegistry()})
+			a, err := NewAnalyzer(Options{Config: DefaultConfig(), Sink: c, Registerer: prometheus.NewRegistry(),
+				Servers: func(ip netip.Addr) bool { return ip == fs.Addr() }})
 			if err != nil {
 				t.Fatal(err)
 			}

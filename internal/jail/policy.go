@@ -58,11 +58,11 @@ const DefaultMaxOffenders = 1 << 18
 
 // Defaults of the other Policy fields (config.Default reads them).
 const (
-	DefaultFindtime         = 10 * time.Minute
-	DefaultMaxRetry         = 5.0
-	DefaultBantime          = time.Hour
-	DefaultMaxBantime       = 7 * 24 * time.Hour
-	DefaultFactor           = 2.0
+	DefaultFindtime   = 10 * time.Minute
+	DefaultMaxRetry   = 5.0
+	DefaultBantime    = time.Hour
+	DefaultMaxBantime = 7 * 24 * time.Hour
+	DefaultFactor     = 2.0
 	// DefaultUnverifiedFactor weighs evidence that proves no round trip
 	// with its source (a UDP request, a TCP segment without its
 	// handshake, anything inside HEP): a forged packet costs its sender

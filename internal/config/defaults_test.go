@@ -8,6 +8,7 @@ import (
 	"github.com/sipwarden/sipwarden/internal/ipset"
 	"github.com/sipwarden/sipwarden/internal/jail"
 	"github.com/sipwarden/sipwarden/internal/logwatch"
+	"github.com/sipwarden/sipwarden/internal/protect"
 	"github.com/sipwarden/sipwarden/internal/sip"
 	"github.com/sipwarden/sipwarden/internal/whitelist"
 )
@@ -45,6 +46,11 @@ func TestDefaultsArePackageDefaults(t *testing.T) {
 		{"jail.max_offenders", c.Jail.MaxOffenders, jail.DefaultMaxOffenders},
 		{"jail.unverified_factor", c.Jail.UnverifiedFactor, jail.DefaultUnverifiedFactor},
 		{"ban.resync_interval", c.Ban.ResyncInterval, jail.DefaultResyncEvery},
+		{"protect.window", c.Protect.Window, protect.DefaultWindow},
+		{"protect.max_ports", c.Protect.MaxPorts, protect.DefaultMaxPorts},
+		{"protect.max_users", c.Protect.MaxUsers, protect.DefaultMaxUsers},
+		{"protect.max_failures_per_hour", c.Protect.MaxFailuresPerHour, protect.DefaultMaxPerHour},
+		{"protect.max_addresses", c.Protect.MaxAddresses, protect.DefaultMaxAddresses},
 		{"ban.set_v4", c.Ban.SetV4, ipset.DefaultSetV4},
 		{"ban.set_v6", c.Ban.SetV6, ipset.DefaultSetV6},
 		{"ban.maxelem", c.Ban.MaxElem, ipset.DefaultMaxElem},

@@ -114,6 +114,12 @@ func TestReloadAppliesLiveKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := freePort(t)
+	hepConn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hep := hepConn.LocalAddr().String()
+	hepConn.Close()
 	base := fmt.Sprintf(`esl:
   disabled: true
 logs:
@@ -121,12 +127,12 @@ logs:
   from_start: true
   timezone: UTC
 sip:
-  hep_listen: ""
+  hep_listen: %s
 ban:
   backend: dry-run
 api:
   listen: %s
-`, logPath, addr)
+`, logPath, hep, addr)
 	start := base + `jail:
   maxretry: 5
 rules:
@@ -192,6 +198,24 @@ rules:
 		t.Fatalf("a disabled rule banned:\n%s", get("/v1/bans"))
 	}
 
+	// A bad HEP datagram logs at debug: nothing at info.
+	badHEP := func() {
+		t.Helper()
+		c, err := net.Dial("udp", hep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write([]byte("HEP3\x00\x01junk"))
+	}
+	badHEP()
+	waitFor(t, func() bool {
+		return metricSum(get("/metrics"), `sipwarden_parse_errors_total{source="hep"}`) >= 1
+	}, "the bad HEP datagram counted")
+	if strings.Contains(logs.String(), "bad HEP datagram") {
+		t.Fatalf("a debug line at log.level info:\n%s", logs.String())
+	}
+
 	// Reload: maxretry 3, the rule enabled, the log level lowered, and keys
 	// that only a restart applies changed besides.
 	next := strings.Replace(base, "  backend: dry-run\n", "  backend: dry-run\n  set_v4: other4\n", 1) + `jail:
@@ -209,7 +233,7 @@ log:
 `
 	next = strings.Replace(next, "esl:\n  disabled: true\nlogs:", "logs:", 1)
 	next = strings.Replace(next, "  timezone: UTC\n", "  timezone: UTC\n  poll_interval: 2s\n", 1)
-	next = strings.Replace(next, "  hep_listen: \"\"\n", "  hep_listen: \"\"\n  flood_requests: 40\n", 1)
+	next = strings.Replace(next, "  hep_listen: "+hep+"\n", "  hep_listen: "+hep+"\n  flood_requests: 40\n", 1)
 	if err := os.WriteFile(cfgPath, []byte(next), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -235,6 +259,10 @@ log:
 	if got := slices.Sorted(maps.Keys(restart)); !slices.Equal(got, wantRestart) {
 		t.Errorf("needs_restart %v, want %v: %s", got, wantRestart, line)
 	}
+	// log.level debug is live.
+	badHEP()
+	waitFor(t, func() bool { return strings.Contains(logs.String(), "bad HEP datagram") }, "a debug line after the reload to log.level debug")
+
 	// The 3rd failure bans.
 	failures("198.51.100.6", 2)
 	seen += 2

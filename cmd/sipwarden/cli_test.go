@@ -391,3 +391,31 @@ func TestDocsContract(t *testing.T) {
 		t.Error("docs/configuration.md lacks the api keys")
 	}
 }
+
+// TestConfigCheckWarnsAboutTheHost is issue 15 item 5 as far as `config
+// check` can see it: a missing state directory, a log path that is a
+// directory or missing, no place for the API token, each one line, before
+// the daemon ever starts.
+func TestConfigCheckWarnsAboutTheHost(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "c.yaml")
+	os.WriteFile(p, []byte(fmt.Sprintf("logs:\n  files: [%s, %s/missing.log]\njail:\n  state_file: %s/nope/state.json\n", dir, dir, dir)), 0o600)
+	code, out, stderr := sw(t, nil, "config", "check", "-config", p)
+	if code != 0 {
+		t.Fatalf("exit %d: %s %s", code, out, stderr)
+	}
+	for _, want := range []string{
+		"warning: jail.state_file: the directory " + dir + "/nope does not exist",
+		"warning: api.token_file: the directory " + dir + "/nope does not exist",
+		"warning: logs.files[0]: " + dir + " is a directory",
+		"warning: logs.files[1]: " + dir + "/missing.log does not exist",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %q in:\n%s", want, out)
+		}
+	}
+	os.WriteFile(p, []byte(fmt.Sprintf("jail:\n  state_file: %s/state.json\n", dir)), 0o600)
+	if code, out, _ := sw(t, nil, "config", "check", "-config", p); code != 0 || strings.Contains(out, "warning") {
+		t.Errorf("a ready host warns: %d %s", code, out)
+	}
+}

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/url"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -453,10 +456,54 @@ func (c cmdIO) config(args []string) int {
 		}
 		fmt.Fprintf(c.stdout, "%s: valid\n  event socket: %s\n  logs: %s\n  ban backend: %s\n  api: %s (token file %s)\n",
 			path, esl(cfg), orNone(strings.Join(cfg.Logs.Files, ", ")), backend, cfg.API.Listen, cfg.TokenPath())
+		for _, w := range hostWarnings(cfg) {
+			fmt.Fprintf(c.stdout, "warning: %s\n", w)
+		}
 		return 0
 	}
 	fmt.Fprintf(c.stderr, "sipwarden config: unknown subcommand %q\nUsage: %s\n", args[0], syn)
 	return 2
+}
+
+// hostWarnings are what a valid configuration still needs from this host,
+// checked as the user running the command (the daemon runs as sipwarden):
+// found now rather than at the first ban or at stop.
+func hostWarnings(cfg config.Config) []string {
+	var out []string
+	if cfg.Jail.StateFile != "" {
+		dir := filepath.Dir(cfg.Jail.StateFile)
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			out = append(out, fmt.Sprintf("jail.state_file: the directory %s does not exist: bans and scores would be lost at stop", dir))
+		}
+	}
+	if dir := filepath.Dir(cfg.TokenPath()); cfg.API.Token == "" {
+		if _, err := os.Stat(cfg.TokenPath()); err != nil {
+			if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+				out = append(out, fmt.Sprintf("api.token_file: the directory %s does not exist: no API token can be generated and every change through the API would be refused", dir))
+			}
+		}
+	}
+	for i, f := range cfg.Logs.Files {
+		if f == "-" {
+			continue
+		}
+		fi, err := os.Stat(f)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			out = append(out, fmt.Sprintf("logs.files[%d]: %s does not exist (yet): sipwarden waits for it", i, f))
+		case err != nil:
+			out = append(out, fmt.Sprintf("logs.files[%d]: %v", i, err))
+		case fi.IsDir():
+			out = append(out, fmt.Sprintf("logs.files[%d]: %s is a directory: name the log file", i, f))
+		default:
+			if fh, err := os.Open(f); err != nil {
+				out = append(out, fmt.Sprintf("logs.files[%d]: %s cannot be read by this user (the daemon's user needs the freeswitch group)", i, f))
+			} else {
+				fh.Close()
+			}
+		}
+	}
+	return out
 }
 
 func esl(cfg config.Config) string {

@@ -71,23 +71,42 @@ func (c *conn) readLoop() {
 	c.err = c.read()
 }
 
+// deadlineEvery is how many frames read back to back share one read
+// deadline (setting one costs a clock read and a timer update per frame).
+const deadlineEvery = 64
+
 func (c *conn) read() error {
+	armed, frames := false, 0
 	for {
 		// Wait for a frame without a deadline (an idle socket is normal),
-		// then give the whole frame frameTimeout to arrive: a peer that
-		// stalls mid-frame is dropped.
-		if _, err := c.fr.br.Peek(1); err != nil {
-			return err
+		// then give the frame frameTimeout to arrive: a peer that stalls
+		// mid-frame is dropped. Frames read back to back (a storm) share
+		// one deadline, renewed every deadlineEvery frames and after any
+		// frame larger than the read buffer.
+		if c.fr.br.Buffered() == 0 {
+			if armed {
+				if err := c.nc.SetReadDeadline(time.Time{}); err != nil {
+					return err
+				}
+				armed = false
+			}
+			if _, err := c.fr.br.Peek(1); err != nil {
+				return err
+			}
 		}
-		if err := c.nc.SetReadDeadline(time.Now().Add(c.frameTimeout)); err != nil {
-			return err
+		if !armed || frames%deadlineEvery == 0 {
+			if err := c.nc.SetReadDeadline(time.Now().Add(c.frameTimeout)); err != nil {
+				return err
+			}
+			armed = true
 		}
+		frames++
 		f, err := c.fr.next()
 		if err != nil {
 			return err
 		}
-		if err := c.nc.SetReadDeadline(time.Time{}); err != nil {
-			return err
+		if len(f.body) > readBufSize || f.oversize > 0 {
+			frames = 0 // the next frame gets a fresh deadline
 		}
 		switch ct := f.contentType(); ct {
 		case ctEventPlain, ctEventJSON:

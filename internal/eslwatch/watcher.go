@@ -389,7 +389,6 @@ func (w *Watcher) session(ctx context.Context, n *node, reconnect bool) (ready b
 	if reconnect {
 		w.m.reconnects.Inc()
 	}
-	n.setReady(listErr == nil, listErr)
 	n.log.Info("event socket connected", "resynced", listErr == nil)
 	if w.testHook != nil {
 		w.testHook("ready")
@@ -413,7 +412,6 @@ func (w *Watcher) session(ctx context.Context, n *node, reconnect bool) (ready b
 			if err != nil {
 				return true, err
 			}
-			n.setReady(listErr == nil, listErr)
 			if listErr != nil {
 				t.Reset(retry)
 			} else {
@@ -437,6 +435,7 @@ func (w *Watcher) resync(ctx context.Context, c *conn, n *node) (listErr, err er
 	case errors.Is(err, ErrFrameTooLarge):
 		w.m.resyncs.WithLabelValues("error").Inc()
 		n.log.Error("registration listing over the frame limit; keeping the previous set (raise esl.max_frame_bytes)", "err", err)
+		n.setReady(false, err)
 		return err, nil
 	case err != nil:
 		w.m.resyncs.WithLabelValues("error").Inc()
@@ -452,6 +451,7 @@ func (w *Watcher) resync(ctx context.Context, c *conn, n *node) (listErr, err er
 		// FreeSWITCH answers "-ERR ..." when the command fails; either
 		// way the stream itself is intact: keep the old set, stay up.
 		n.log.Error("registration listing not understood; keeping the previous set", "err", err)
+		n.setReady(false, err)
 		return err, nil
 	}
 	if skipped > 0 {
@@ -468,6 +468,7 @@ func (w *Watcher) resync(ctx context.Context, c *conn, n *node) (listErr, err er
 	}
 	w.opts.Whitelist.ReplaceNodeAfter(n.addr, regs, mark)
 	w.m.resyncs.WithLabelValues("ok").Inc()
+	n.setReady(true, nil) // connected, subscribed (resync runs after both) and resynced
 	w.markSynced(n)
 	if w.testHook != nil {
 		w.testHook("resync")

@@ -474,6 +474,7 @@ func TestUnknownContentTypesSkipped(t *testing.T) {
 // counted and skipped; the connection, later events and the resync go on.
 func TestOversizedEventSkipped(t *testing.T) {
 	srv := esltest.NewServer(t, "ClueCon")
+	srv.SetRegistrations(listingA) // what FreeSWITCH lists once the register below is in
 	h := start(t, []string{srv.Addr}, func(o *Options) {
 		o.MaxFrame = 64 << 10
 		o.ResyncEvery = 30 * time.Millisecond

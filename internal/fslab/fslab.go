@@ -794,8 +794,11 @@ api:
 log:
   level: debug
 %s`, ESLAddr, pwFile, l.LogFile, HEPAddr, InternalPort, ExternalPort,
-		filepath.Join(l.Dir, "sipwarden-state.json"), APIAddr, l.opts.Sipwarden)
+		l.StateFile(), APIAddr, l.opts.Sipwarden)
 }
+
+// StateFile is sipwarden's jail.state_file.
+func (l *Lab) StateFile() string { return filepath.Join(l.Dir, "sipwarden-state.json") }
 
 // StartSipwarden starts `sipwarden run` in the FreeSWITCH namespace and
 // waits for /healthz.

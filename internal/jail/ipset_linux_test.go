@@ -2,7 +2,7 @@ package jail
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"net/netip"
 	"regexp"
 	"strconv"
@@ -12,7 +12,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/sipwarden/sipwarden/internal/ban"
 	"github.com/sipwarden/sipwarden/internal/ipset"
 	"github.com/sipwarden/sipwarden/internal/offense"
 )
@@ -55,31 +54,67 @@ func kernelTimeouts(t testing.TB, ns *testNS, set string) map[string]int {
 
 func near(got, want, slack int) bool { return got <= want && got >= want-slack }
 
-func TestIpsetFullJail(t *testing.T) {
+// Regression (issue 12 item 2): forged scanner packets filled the set;
+// afterwards no ban reached the kernel while /readyz stayed 200. A full set
+// makes the jail unready, naming it, and a verified ban takes the place of
+// an unverified one.
+func TestIpsetFullFailsClosedAndVerifiedBansYield(t *testing.T) {
 	ns := newNS(t, "f")
 	s := newTestIPSet(t, ns, ipset.Options{MaxElem: 4})
 	ctx := context.Background()
-	for i := range 4 {
-		if err := s.Add(ctx, netip.PrefixFrom(netip.AddrFrom4([4]byte{203, 0, 113, byte(i)}), 32), time.Hour); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// through the jail: counted, reported, no crash; readiness is not lost for a full set
 	e := newEnv(t, Options{Firewall: s, Now: time.Now})
-	ctxRun, cancel := context.WithCancel(ctx)
-	done := make(chan error)
-	go func() { done <- e.j.Run(ctxRun) }()
-	e.j.Offend(offense.Offense{IP: netip.MustParseAddr("198.51.100.1"), Rule: offense.ScannerUserAgent, Time: time.Now()})
-	if err := e.j.Ban(ctx, netip.MustParseAddr("198.51.100.2"), time.Hour, ""); !errors.Is(err, ban.ErrSetFull) {
+	forged := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 0, byte(i)}) }
+	// the forged flood: one unverified scanner packet each, banned at once
+	for i := range 6 {
+		e.j.Offend(offense.Offense{IP: forged(i), Rule: offense.ScannerUserAgent, Source: offense.SourceCapture, Time: time.Now()})
+	}
+	e.flush()
+	if n := len(kernelTimeouts(t, ns, "swt4")); n != 4 {
+		t.Fatalf("%d entries in a set of 4", n)
+	}
+	reason, ok := e.j.Ready()
+	if ok || reason != "set swt4 full (4/4)" {
+		t.Fatalf("Ready() = %q, %v with a full set", reason, ok)
+	}
+	if got := testutil.ToFloat64(e.j.m.setFull.WithLabelValues("swt4")); got != 1 {
+		t.Fatalf("sipwarden_ban_set_full{set=swt4} = %v", got)
+	}
+	// the real brute-forcer (verified evidence) still gets in
+	real := netip.MustParseAddr("203.0.113.66")
+	for i := range 5 {
+		e.j.Offend(offense.Offense{IP: real, Rule: offense.AuthFailure, Source: offense.SourceESL, Time: time.Now(), User: fmt.Sprint(1000 + i), Verified: true})
+	}
+	e.flush()
+	m := kernelTimeouts(t, ns, "swt4")
+	if _, in := m[real.String()]; !in || len(m) != 4 {
+		t.Fatalf("verified ban not in the full set: %v", m)
+	}
+	if got := testutil.ToFloat64(e.j.m.yielded); got != 1 {
+		t.Fatalf("sipwarden_bans_yielded_total = %v", got)
+	}
+	if !e.banned(real.String()) || len(e.j.Bans()) != 4 {
+		t.Fatalf("jail bans %+v, want the verified one and the 3 unverified still in the set", e.j.Bans())
+	}
+	// a manual ban yields too
+	if err := e.j.Ban(ctx, netip.MustParseAddr("203.0.113.67"), time.Hour, ""); err != nil {
 		t.Fatalf("manual ban on a full set: %v", err)
 	}
-	cancel()
-	<-done
-	if got := testutil.ToFloat64(e.j.m.errors.WithLabelValues("add")); got < 2 {
-		t.Fatalf("ban_errors_total{op=add} = %v", got)
+	// once the verified bans hold the set, another unverified ban fails, loudly
+	e.j.Offend(offense.Offense{IP: forged(50), Rule: offense.ScannerUserAgent, Source: offense.SourceCapture, Time: time.Now()})
+	e.flush()
+	if _, ok := e.j.Ready(); ok {
+		t.Fatal("ready with a full set")
 	}
-	if _, ok := e.j.Ready(); !ok {
-		t.Fatal("a full set must not make the backend unready")
+	// room again (an admin flushes the set): the next resync says so
+	ns.exec(t, "ipset", "flush", "swt4")
+	if err := e.j.Resync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if reason, ok := e.j.Ready(); !ok {
+		t.Fatalf("still unready after the set has room: %s", reason)
+	}
+	if got := testutil.ToFloat64(e.j.m.setFull.WithLabelValues("swt4")); got != 0 {
+		t.Fatalf("sipwarden_ban_set_full{set=swt4} = %v after the flush", got)
 	}
 }
 

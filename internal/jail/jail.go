@@ -134,6 +134,7 @@ type Jail struct {
 	writeMu sync.Mutex // serialises backend calls (writer goroutine, or callers before Run)
 	dirty   atomic.Bool
 	health  atomic.Pointer[string] // "" healthy
+	full    [2]atomic.Bool         // the IPv4, IPv6 set refused an add for lack of room
 
 	errLogMu   sync.Mutex
 	errLogLast map[string]time.Time
@@ -212,6 +213,9 @@ type op struct {
 	expires time.Time  // opAdd: remaining = expires - now; zero = permanent
 	seen    time.Time  // wall clock when the offense reached Offend (latency)
 	done    chan error // manual operations wait for the result
+	// verified: the ban rests on evidence that needed a round trip (or an
+	// operator): it may take the place of an unverified one in a full set.
+	verified bool
 }
 
 // New builds a jail. When only the state file is unreadable it returns a
@@ -522,6 +526,9 @@ func (j *Jail) submit(ctx context.Context, o op) error {
 func (j *Jail) Ready() (reason string, ok bool) {
 	if p := j.health.Load(); p != nil && *p != "" {
 		return *p, false
+	}
+	if r := j.fullReason(); r != "" {
+		return r, false
 	}
 	return "", true
 }

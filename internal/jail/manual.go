@@ -65,7 +65,7 @@ func (j *Jail) Ban(ctx context.Context, ip netip.Addr, d time.Duration, reason s
 	sh.mu.Unlock()
 	j.dirty.Store(true)
 
-	err := j.submit(ctx, op{kind: opAdd, prefix: pfx, expires: b.expires, seen: time.Now()})
+	err := j.submit(ctx, op{kind: opAdd, prefix: pfx, expires: b.expires, seen: time.Now(), verified: true})
 	if err != nil {
 		sh.mu.Lock()
 		if of.ban == b {

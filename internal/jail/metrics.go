@@ -27,6 +27,8 @@ type metrics struct {
 	evictions    prometheus.Counter
 	untracked    prometheus.Counter
 	narrowed     prometheus.Counter
+	yielded      prometheus.Counter
+	setFull      *prometheus.GaugeVec
 	held         prometheus.Counter
 	offenders    prometheus.Collector
 	setEntries   *prometheus.GaugeVec
@@ -69,6 +71,10 @@ func newMetrics(reg prometheus.Registerer, active, offenders func() float64) (*m
 			Help: "Offenses not tracked because the jail was at max offenders and no entry could be evicted."}),
 		narrowed: f.NewCounter(prometheus.CounterOpts{Namespace: offense.Namespace, Name: "bans_narrowed_total",
 			Help: "Prefix bans narrowed by the resync to the offender's address because the prefix now covers a protected address."}),
+		yielded: f.NewCounter(prometheus.CounterOpts{Namespace: offense.Namespace, Name: "bans_yielded_total",
+			Help: "Bans on unverified evidence removed from a full set to make room for a ban on verified evidence."}),
+		setFull: f.NewGaugeVec(prometheus.GaugeOpts{Namespace: offense.Namespace, Name: "ban_set_full",
+			Help: "1 while the set refuses new entries for lack of room (bans on unverified evidence no longer reach the kernel); readiness is false meanwhile."}, []string{"set"}),
 		held: f.NewCounter(prometheus.CounterOpts{Namespace: offense.Namespace, Name: "jail_held_total",
 			Help: "Threshold crossings held because the registrations were not synced yet (decided when they are)."}),
 		offenders: f.NewGaugeFunc(prometheus.GaugeOpts{Namespace: offense.Namespace, Name: "jail_offenders",

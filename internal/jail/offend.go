@@ -265,6 +265,7 @@ func (j *Jail) crossLocked(sh *shard, k netip.Prefix, of *offender, c crossing, 
 		user:     of.user,
 	}
 	sh.setBan(k, of, b)
+	verified := of.verified
 	of.cur, of.prev = 0, 0
 	of.state, of.why = stWatching, ""
 	count := h.count
@@ -272,7 +273,7 @@ func (j *Jail) crossLocked(sh *shard, k netip.Prefix, of *offender, c crossing, 
 
 	j.m.bans(c.ri).Inc()
 	select {
-	case j.queue <- op{kind: opAdd, prefix: k, expires: b.expires, seen: c.seen}:
+	case j.queue <- op{kind: opAdd, prefix: k, expires: b.expires, seen: c.seen, verified: verified}:
 	default:
 		j.m.dropped.Inc()
 	}

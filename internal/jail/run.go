@@ -175,6 +175,14 @@ func (j *Jail) applyBatch(ctx context.Context, ba ban.BatchAdder, ops []op) {
 		if err != nil {
 			e = err
 		}
+		if errors.Is(e, ban.ErrSetFull) && ops[idx[n]].verified {
+			e = j.addOrYield(ctx, entries[n].Prefix, entries[n].Timeout, true)
+		} else if errors.Is(e, ban.ErrSetFull) {
+			j.setFull(entries[n].Prefix, true)
+			j.unwritten(entries[n].Prefix)
+		} else if e == nil {
+			j.setFull(entries[n].Prefix, false)
+		}
 		if e != nil {
 			j.m.errors.WithLabelValues("add").Inc()
 			j.logErr("add", "ban not written to the backend", e, "ip", entries[n].Prefix.String())
@@ -204,7 +212,7 @@ func (j *Jail) apply(ctx context.Context, o op) error {
 			}
 			d = max(d, time.Second)
 		}
-		if err := j.fw.Add(ctx, o.prefix, d); err != nil {
+		if err := j.addOrYield(ctx, o.prefix, d, o.verified); err != nil {
 			j.m.errors.WithLabelValues("add").Inc()
 			j.logErr("add", "ban not written to the backend", err, "ip", o.prefix.String())
 			if !errors.Is(err, ban.ErrSetFull) {
@@ -351,6 +359,7 @@ func (j *Jail) resyncLocked(ctx context.Context, initial bool) error {
 			j.m.errors.WithLabelValues("add").Inc()
 			j.logErr("add", "ban not written back to the backend", err, "ip", m.p.String())
 			if errors.Is(err, ban.ErrSetFull) {
+				j.setFull(m.p, true)
 				break // every other add would fail the same way: no retry storm
 			}
 			if firstErr == nil {
@@ -515,6 +524,12 @@ func (j *Jail) setGauges(entries []ban.Entry) {
 		}
 	}
 	v4, v6 := sn.SetNames()
+	if n4 < sn.MaxElem() {
+		j.setFull(netip.MustParsePrefix("0.0.0.0/32"), false)
+	}
+	if n6 < sn.MaxElem() {
+		j.setFull(netip.MustParsePrefix("::/128"), false)
+	}
 	j.m.setEntries.WithLabelValues(v4).Set(float64(n4))
 	j.m.setEntries.WithLabelValues(v6).Set(float64(n6))
 	j.m.setMaxElem.WithLabelValues(v4).Set(float64(sn.MaxElem()))

@@ -419,3 +419,18 @@ func TestConfigCheckWarnsAboutTheHost(t *testing.T) {
 		t.Errorf("a ready host warns: %d %s", code, out)
 	}
 }
+
+// TestReplayWithoutRegistrationsSaysSo is issue 15 item 3: replaying logs
+// alone names the missing registration source and how to get one, even
+// with -q; with -registrations it is silent.
+func TestReplayWithoutRegistrationsSaysSo(t *testing.T) {
+	code, out, stderr := sw(t, nil, "replay", "-q", "../../examples/lab/freeswitch.log")
+	if code != 0 || !strings.Contains(stderr, "no registration source") || !strings.Contains(stderr, "fs_cli -x 'show registrations as json' > regs.json") ||
+		!strings.Contains(stderr, "-registrations regs.json") || !strings.Contains(out, "sources") {
+		t.Errorf("logs alone: %d\nstdout %s\nstderr %s", code, out, stderr)
+	}
+	code, _, stderr = sw(t, nil, "replay", "-q", "-registrations", "../../examples/lab/registrations.json", "../../examples/lab/freeswitch.log")
+	if code != 0 || strings.Contains(stderr, "no registration source") {
+		t.Errorf("with -registrations: %d %s", code, stderr)
+	}
+}

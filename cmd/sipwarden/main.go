@@ -321,6 +321,10 @@ func (c cmdIO) replay(args []string) int {
 	if err != nil {
 		return cmd.fail("%v", err)
 	}
+	if *regs == "" && rep.Learned == "" {
+		// Printed even with -q: without it "ban" may name an office.
+		fmt.Fprint(c.stderr, noRegistrationSource)
+	}
 	if *format == "json" {
 		err = rep.WriteJSON(c.stdout)
 	} else {
@@ -331,6 +335,14 @@ func (c cmdIO) replay(args []string) int {
 	}
 	return 0
 }
+
+const noRegistrationSource = `sipwarden replay: NOTICE: no registration source. There is no -registrations file and the
+  captures hold no REGISTER that FreeSWITCH answered, so a registered office behind NAT cannot be
+  told from an attacker: a "ban" below may be an office the daemon would protect. Get the
+  registrations from FreeSWITCH and replay again:
+    fs_cli -x 'show registrations as json' > regs.json
+    sipwarden replay -registrations regs.json FILE...
+`
 
 // apiCommand is a command that talks to the running daemon.
 type apiCommand struct {

@@ -43,13 +43,14 @@ const sessionSlots = 1024
 const internSlots = 2048
 
 type session struct {
-	id      [36]byte
-	ip      netip.Addr
-	public  bool
-	routed  bool // a "Processing ... in context" line was seen
-	ctx     string
-	destLen uint8
-	dest    [64]byte
+	id       [36]byte
+	ip       netip.Addr
+	poisoned bool // its channel line was split or repeated: a client wrote line ends into it
+	public   bool
+	routed   bool // a "Processing ... in context" line was seen
+	ctx      string
+	destLen  uint8
+	dest     [64]byte
 }
 
 // NewParser returns a Parser. now is used only to infer the year of lines
@@ -124,17 +125,20 @@ func (p *Parser) Parse(line []byte) (offense.Offense, bool) {
 		return offense.Offense{}, false
 	}
 	msg := h.msg
+	// FreeSWITCH writes the auth, unknown-user and ACL lines outside any
+	// session: one that starts with a session UUID was written by a
+	// client, through a line end (%0A) sofia unescaped in a channel name.
 	switch msg[0] {
 	case 'S':
-		if bytes.HasPrefix(msg, litAuth) {
+		if h.uuid == nil && bytes.HasPrefix(msg, litAuth) {
 			return p.authLine(&h)
 		}
 	case 'C':
-		if bytes.HasPrefix(msg, litCantFind) {
+		if h.uuid == nil && bytes.HasPrefix(msg, litCantFind) {
 			return p.unknownUser(&h)
 		}
 	case 'I':
-		if bytes.HasPrefix(msg, litIP) {
+		if h.uuid == nil && bytes.HasPrefix(msg, litIP) {
 			return p.aclLine(&h)
 		}
 	case 'N':
@@ -282,13 +286,33 @@ func (p *Parser) aclLine(h *header) (offense.Offense, bool) {
 //	sofia/internal/sipp@127.0.0.1:15062 receiving invite from 127.0.0.1:15062 version: 1.11.1-release ...
 //
 // and remembers the address the INVITE came from, for no_route.
+//
+// The channel name before and the Call-ID after are the client's: a line
+// with the phrase more than once is ambiguous and read as nothing, and a
+// session whose channel line was split by a line end the client wrote (the
+// "sofia/..." head without the phrase) or that reports a second receiving
+// line is poisoned: no_route never charges an address a client could have
+// written.
 func (p *Parser) receiving(h *header) {
 	msg := h.msg
-	sp := bytes.IndexByte(msg, ' ')
-	if sp < 0 || !bytes.HasPrefix(msg[sp+1:], litReceiving) {
+	s := p.slot(h.uuid)
+	mine := string(s.id[:]) == string(h.uuid)
+	i := bytes.Index(msg, litReceiving[:len(litReceiving)-1])
+	if i < 1 || msg[i-1] != ' ' {
+		// A session's "sofia/..." line without the phrase: not every
+		// sofia/ line receives an invite, but one that breaks off at a
+		// line end is the head of a split channel line.
+		if bytes.IndexByte(msg, ' ') < 0 {
+			p.poison(s, h.uuid)
+		}
 		return
 	}
-	rest := msg[sp+1+len(litReceiving):]
+	if bytes.Count(msg, litReceiving) != 1 {
+		p.poison(s, h.uuid)
+		p.errors++
+		return
+	}
+	rest := msg[i+len(litReceiving):]
 	if e := bytes.IndexByte(rest, ' '); e >= 0 {
 		rest = rest[:e]
 	}
@@ -297,9 +321,18 @@ func (p *Parser) receiving(h *header) {
 		p.errors++
 		return
 	}
-	s := p.slot(h.uuid)
+	if mine && (s.poisoned || s.ip.IsValid()) {
+		p.poison(s, h.uuid) // a second receiving line for one session
+		return
+	}
 	*s = session{ip: ip}
 	copy(s.id[:], h.uuid)
+}
+
+// poison marks the session id as one whose lines a client wrote into.
+func (p *Parser) poison(s *session, id []byte) {
+	*s = session{poisoned: true}
+	copy(s.id[:], id)
 }
 
 // processing reads "Processing NAME <NUMBER>->DEST in context CTX".
@@ -358,7 +391,7 @@ func (p *Parser) slot(id []byte) *session {
 
 func (p *Parser) lookup(id []byte) *session {
 	s := p.slot(id)
-	if !s.ip.IsValid() || string(s.id[:]) != string(id) {
+	if s.poisoned || !s.ip.IsValid() || string(s.id[:]) != string(id) {
 		return nil
 	}
 	return s

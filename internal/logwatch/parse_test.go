@@ -191,9 +191,11 @@ func TestParseLines(t *testing.T) {
 			want: &offense.Offense{IP: netip.MustParseAddr("198.51.100.1"), Rule: offense.AuthChallenge, Time: ts, User: "999", Method: "INVITE", Detail: "profile internal"},
 		},
 		{
+			// sofia_reg.c logs outside any session: a session UUID in
+			// front means a client wrote the line (a %0A in a channel
+			// name, see testdata/hostile), so it charges nobody.
 			name: "unknown user, session uuid prefix",
 			line: "3fbc1ad0-ff3f-4d41-902b-6a3279a0ed78 2026-11-25 19:47:20.879698 99.43% [WARNING] sofia_reg.c:3210 Can't find user [5555@example.com] from 198.51.100.2",
-			want: &offense.Offense{IP: netip.MustParseAddr("198.51.100.2"), Rule: offense.UnknownUser, Time: ts, User: "5555", Detail: "domain example.com"},
 		},
 		{
 			name: "continuation line",

@@ -126,16 +126,17 @@ func (p *scanner) str() (string, bool) {
 	start := p.i
 	escaped := false
 	for {
-		j := strings.IndexAny(p.s[p.i:], "\"\\")
+		j := strings.IndexByte(p.s[p.i:], '"')
 		if j < 0 {
 			return "", false
 		}
-		p.i += j
-		if p.s[p.i] == '"' {
+		k := strings.IndexByte(p.s[p.i:p.i+j], '\\')
+		if k < 0 {
+			p.i += j
 			break
 		}
 		escaped = true
-		p.i += 2 // the backslash and the byte it escapes (checked by json below)
+		p.i += k + 2 // the backslash and the byte it escapes (checked by json below)
 		if p.i > len(p.s) {
 			return "", false
 		}

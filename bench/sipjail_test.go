@@ -18,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sipwarden/sipwarden/internal/ban"
-	"github.com/sipwarden/sipwarden/internal/decision"
 	"github.com/sipwarden/sipwarden/internal/jail"
 	"github.com/sipwarden/sipwarden/internal/offense"
 	"github.com/sipwarden/sipwarden/internal/sip"
@@ -188,7 +187,7 @@ func BenchmarkSIPToJail(b *testing.B) {
 	fw := ban.NewDryRun()
 	j, err := jail.New(jail.Options{
 		Firewall:     fw,
-		Allowlist:    decision.ByReason(wl.Allowed, whitelist.ReasonRegistered),
+		Allowlist:    wl,
 		Registerer:   prometheus.NewRegistry(),
 		MaxOffenders: 2 * nIP,
 		QueueSize:    1 << 16,

@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sipwarden/sipwarden/internal/ban"
-	"github.com/sipwarden/sipwarden/internal/decision"
 	"github.com/sipwarden/sipwarden/internal/jail"
 	"github.com/sipwarden/sipwarden/internal/offense"
 	"github.com/sipwarden/sipwarden/internal/whitelist"
@@ -49,7 +48,7 @@ func newFixture(t testing.TB, token string, opts ...func(*Options)) *fixture {
 	})
 	fw := ban.NewDryRun(ban.DryRunOptions{})
 	jl, err := jail.New(jail.Options{
-		Allowlist: decision.ByReason(wl.Allowed, whitelist.ReasonRegistered), Firewall: fw, Registerer: reg,
+		Allowlist: wl, Firewall: fw, Registerer: reg,
 		HostAddrs: func() ([]netip.Addr, error) { return nil, nil },
 	})
 	if err != nil {

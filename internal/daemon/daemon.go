@@ -28,7 +28,6 @@ import (
 	"github.com/sipwarden/sipwarden/internal/api"
 	"github.com/sipwarden/sipwarden/internal/ban"
 	"github.com/sipwarden/sipwarden/internal/config"
-	"github.com/sipwarden/sipwarden/internal/decision"
 	"github.com/sipwarden/sipwarden/internal/eslwatch"
 	"github.com/sipwarden/sipwarden/internal/ipset"
 	"github.com/sipwarden/sipwarden/internal/jail"
@@ -175,7 +174,7 @@ func New(cfg config.Config, o Options) (_ *Daemon, err error) {
 	}
 	d.pipe, err = pipeline.New(cfg, pipeline.Parts{
 		Firewall:            d.fw,
-		Allowlist:           decision.ByReason(d.wl.Allowed, whitelist.ReasonRegistered),
+		Allowlist:           d.wl,
 		NeverBan:            nodePrefixes(cfg.ESL),
 		RegistrationsSynced: synced,
 		StateExtra:          d.wl,

@@ -214,13 +214,3 @@ func (f AddrOnly) StaticOverlap(p netip.Prefix) (netip.Prefix, bool) {
 	}
 	return netip.Prefix{}, false
 }
-
-// ByReason adapts an Allowed(ip) (why, ok) answer, where why equal to
-// registered names a live registration and any other why a static entry
-// (the whitelist's Allowed with whitelist.ReasonRegistered).
-func ByReason(allowed func(netip.Addr) (string, bool), registered string) AddrOnly {
-	return func(ip netip.Addr) (static, reg bool) {
-		why, ok := allowed(ip)
-		return ok && why != registered, ok && why == registered
-	}
-}

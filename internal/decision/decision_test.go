@@ -95,15 +95,9 @@ func TestDecide(t *testing.T) {
 }
 
 func TestAddrOnlyNarrowsEveryPrefix(t *testing.T) {
-	a := ByReason(func(ip netip.Addr) (string, bool) {
-		switch ip {
-		case netip.MustParseAddr("2001:db8::1"):
-			return "registered", true
-		case netip.MustParseAddr("2001:db8::2"):
-			return "static", true
-		}
-		return "", false
-	}, "registered")
+	a := AddrOnly(func(ip netip.Addr) (static, registered bool) {
+		return ip == netip.MustParseAddr("2001:db8::2"), ip == netip.MustParseAddr("2001:db8::1")
+	})
 	d := New(nil, nil, a)
 	if v := d.Decide(netip.MustParseAddr("2001:db8:9::9"), netip.MustParsePrefix("2001:db8:9::/64")); !v.Narrowed || !v.Prefix.IsSingleIP() {
 		t.Fatalf("a prefix it cannot judge must be narrowed: %+v", v)

@@ -25,17 +25,8 @@ import (
 )
 
 // liveRegistrations is the whitelist seen through the jail's optional
-// registrationCounter and the decision's Allowlist.
+// registrationCounter.
 type liveRegistrations struct{ *whitelist.Whitelist }
-
-func (l liveRegistrations) addrOnly() decision.AddrOnly {
-	return decision.ByReason(l.Allowed, whitelist.ReasonRegistered)
-}
-
-func (l liveRegistrations) Registered(p netip.Prefix) bool { return l.addrOnly().Registered(p) }
-func (l liveRegistrations) StaticOverlap(p netip.Prefix) (netip.Prefix, bool) {
-	return l.addrOnly().StaticOverlap(p)
-}
 
 func (l liveRegistrations) Registrations(ip netip.Addr) int {
 	e, ok := l.Lookup(ip)

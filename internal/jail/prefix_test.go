@@ -11,6 +11,7 @@ import (
 
 	"github.com/sipwarden/sipwarden/internal/ban"
 	"github.com/sipwarden/sipwarden/internal/offense"
+	"github.com/sipwarden/sipwarden/internal/whitelist"
 )
 
 // Regression (issue 11 item 2): with v6_prefix 64 a registered phone's
@@ -118,5 +119,25 @@ func (e *env) flush() {
 		default:
 			return
 		}
+	}
+}
+
+// The same regression with the real whitelist (its prefix questions) in
+// place of the test map.
+func TestPrefixBanWithTheRealWhitelist(t *testing.T) {
+	wl := whitelist.New(whitelist.Options{Now: func() time.Time { return t0 }, Static: []netip.Prefix{netip.MustParsePrefix("2001:db8:5::/48")}})
+	wl.Upsert(whitelist.Registration{IP: netip.MustParseAddr("2001:db8:1::10"), User: "1001", Realm: "pbx", Contact: "sip:1001@[2001:db8:1::10]", CallID: "c1", ExpiresAt: t0.Add(time.Hour)})
+	e := newEnv(t, Options{V6Prefix: 64, Allowlist: wl})
+	for i := range 5 {
+		e.offend("2001:db8:1::99", offense.AuthFailure, time.Duration(i)*time.Second)
+		e.offend("2001:db8:5:0:1::9", offense.AuthFailure, time.Duration(i)*time.Second)
+	}
+	e.flush()
+	list, _ := e.fw.List(context.Background())
+	if len(list) != 1 || list[0].Prefix != netip.MustParsePrefix("2001:db8:1::99/128") {
+		t.Fatalf("kernel: %+v, want only 2001:db8:1::99/128", list)
+	}
+	if st := e.state("2001:db8:5::/64"); st.State != StateProtected || st.Why != "static 2001:db8:5::/48" {
+		t.Fatalf("static: %+v", st)
 	}
 }

@@ -25,7 +25,6 @@ import (
 
 	"github.com/sipwarden/sipwarden/internal/ban"
 	"github.com/sipwarden/sipwarden/internal/config"
-	"github.com/sipwarden/sipwarden/internal/decision"
 	"github.com/sipwarden/sipwarden/internal/eslwatch"
 	"github.com/sipwarden/sipwarden/internal/jail"
 	"github.com/sipwarden/sipwarden/internal/logwatch"
@@ -305,15 +304,10 @@ type allowAt struct {
 
 func (a allowAt) Allowed(ip netip.Addr) (string, bool) { return a.wl.AllowedAt(ip, a.clk.now()) }
 
-// addrOnly asks the whitelist about single addresses (prefix bans are
-// narrowed), at the replay clock.
-func (a allowAt) addrOnly() decision.AddrOnly {
-	return decision.ByReason(a.Allowed, whitelist.ReasonRegistered)
-}
-
-func (a allowAt) Registered(p netip.Prefix) bool { return a.addrOnly().Registered(p) }
+// Registered and StaticOverlap: the whitelist runs on the replay clock.
+func (a allowAt) Registered(p netip.Prefix) bool { return a.wl.Registered(p) }
 func (a allowAt) StaticOverlap(p netip.Prefix) (netip.Prefix, bool) {
-	return a.addrOnly().StaticOverlap(p)
+	return a.wl.StaticOverlap(p)
 }
 func (a allowAt) Registrations(ip netip.Addr) int { return a.wl.Registrations(ip) }
 

@@ -104,7 +104,9 @@ func newFrameReader(r io.Reader, max int) *frameReader {
 // not reuse it (a reply travels to another goroutine).
 func (r *frameReader) detach() []byte {
 	b := r.f.body
-	r.buf = nil
+	if len(b) > 0 {
+		r.buf = nil
+	}
 	return b
 }
 

@@ -71,8 +71,12 @@ type Options struct {
 	MaxFrame       int      // largest Content-Length accepted
 	Profiles       []string // sofia profiles whose registrations are trusted; empty = all
 
-	Whitelist  *whitelist.Whitelist
-	Offenses   offense.Sink // may be nil
+	Whitelist *whitelist.Whitelist
+	Offenses  offense.Sink // may be nil
+	// OnRegister, when set, is told of each sofia::register event (not of
+	// listings) after the whitelist took it: the graduated response lifts
+	// a quarantine at once when the failing user registers again.
+	OnRegister func(r whitelist.Registration)
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 	Now        func() time.Time
@@ -524,6 +528,9 @@ func (w *Watcher) handleEvent(n *node, d *decoder, ct string, body []byte) {
 			return
 		}
 		w.opts.Whitelist.Upsert(r)
+		if w.opts.OnRegister != nil {
+			w.opts.OnRegister(r)
+		}
 	case "sofia::unregister", "sofia::expire":
 		r, ok := d.goneEvent(n.addr)
 		if !ok {

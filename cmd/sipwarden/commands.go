@@ -57,6 +57,9 @@ func (c cmdIO) check(args []string) int {
 		default:
 			fmt.Fprintf(c.stdout, "%s whitelisted (%s, %d live registrations)\n", pos[0], a.Reason, a.Registrations)
 		}
+		if a.Protection != "" {
+			fmt.Fprintf(c.stdout, "%s %s: see GET /v1/protected\n", pos[0], a.Protection)
+		}
 	}
 	if a.BanAllowed {
 		return 1

@@ -77,6 +77,7 @@ type Options struct {
 	Nodes     []string
 	Whitelist Whitelist
 	Jail      Jail
+	Protect   Protect // nil: no graduated response
 	Checks    []Check
 	Gatherer  prometheus.Gatherer
 	Logger    *slog.Logger
@@ -129,6 +130,7 @@ func New(o Options) (*Server, error) {
 	s.mux.HandleFunc("GET /v1/offenders", s.guard(s.offenders))
 	s.mux.HandleFunc("GET /v1/status", s.guard(s.status))
 	s.mux.HandleFunc("GET /{$}", s.guard(s.statusPage))
+	s.mux.HandleFunc("GET /v1/protected", s.guard(s.protected))
 	s.h = s.mux
 	if o.Listen != "" {
 		ln, err := net.Listen("tcp", o.Listen)
@@ -272,6 +274,9 @@ type CheckAnswer struct {
 	Reason        string `json:"reason,omitempty"` // never_ban, static, registered
 	Why           string `json:"why,omitempty"`
 	Registrations int    `json:"registrations"`
+	// Protection is the graduated response in force for a registered
+	// address: quarantined (a NAT mapping) or throttled.
+	Protection string `json:"protection,omitempty"`
 }
 
 func (s *Server) check(w http.ResponseWriter, r *http.Request) {
@@ -280,7 +285,7 @@ func (s *Server) check(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	reason, why := s.opt.Jail.Exempt(ip)
-	a := CheckAnswer{IP: ip.String(), BanAllowed: reason == "", Reason: reason, Why: why}
+	a := CheckAnswer{IP: ip.String(), BanAllowed: reason == "", Reason: reason, Why: why, Protection: s.protection(ip)}
 	if e, found := s.opt.Whitelist.Lookup(ip); found {
 		a.Registrations = len(e.Registrations)
 	}
@@ -459,6 +464,7 @@ func (s *Server) offenders(w http.ResponseWriter, r *http.Request) {
 	if list == nil {
 		list = []jail.Offender{}
 	}
+	s.withProtection(list)
 	out := map[string]any{"offenders": list}
 	if next.IsValid() {
 		out["next"] = next

@@ -91,6 +91,9 @@ type Daemon struct {
 	closeMu sync.Mutex
 	closed  bool
 	unrule  func() error // removes the iptables rules installed at start (ban.install_rule)
+	// graduated response (protect.go)
+	mappings      *ipset.Mappings
+	unruleProtect func() error
 }
 
 // Options are the parts a caller may inject (tests, embedding).
@@ -146,6 +149,10 @@ func New(cfg config.Config, o Options) (_ *Daemon, err error) {
 			return nil, err
 		}
 	}
+	pfw, err := d.newProtectFirewall(cfg, o.Firewall != nil)
+	if err != nil {
+		return nil, err
+	}
 	// The Event Socket watcher comes first: the jail holds every automatic
 	// ban until the watcher's first listing is in the whitelist. It sends
 	// nothing before Run, so its sink is the jail once the jail exists.
@@ -164,6 +171,7 @@ func New(cfg config.Config, o Options) (_ *Daemon, err error) {
 			Profiles:       cfg.ESL.Profiles,
 			Whitelist:      d.wl,
 			Offenses:       toJail,
+			OnRegister:     d.onRegister,
 			Logger:         d.log,
 			Registerer:     d.reg,
 		})
@@ -178,6 +186,8 @@ func New(cfg config.Config, o Options) (_ *Daemon, err error) {
 		NeverBan:            nodePrefixes(cfg.ESL),
 		RegistrationsSynced: synced,
 		StateExtra:          d.wl,
+		ProtectFirewall:     pfw,
+		Accounts:            d.accounts,
 		Registerer:          d.reg,
 		Logger:              d.log,
 	})
@@ -236,6 +246,7 @@ func New(cfg config.Config, o Options) (_ *Daemon, err error) {
 		Nodes:         apiNodes(cfg.ESL),
 		Whitelist:     d.wl,
 		Jail:          d.jail,
+		Protect:       protectView(d.pipe),
 		Checks:        checks,
 		Gatherer:      d.reg,
 		Logger:        d.log,
@@ -266,6 +277,14 @@ func (d *Daemon) close() {
 		if err := d.unrule(); err != nil {
 			d.log.Error("removing the firewall rules", "error", err)
 		}
+	}
+	if d.unruleProtect != nil {
+		if err := d.unruleProtect(); err != nil {
+			d.log.Error("removing the protect firewall rules", "error", err)
+		}
+	}
+	if d.mappings != nil {
+		d.mappings.Close()
 	}
 	if c, ok := d.fw.(io.Closer); ok {
 		c.Close()
@@ -321,6 +340,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	run("whitelist", d.wl.Run)
 	run("jail", d.jail.Run)
 	run("api", d.api.Run)
+	if g := d.pipe.Guard(); g != nil {
+		run("protect", g.Run)
+	}
 	if d.esl != nil {
 		run("esl", d.esl.Run)
 	}

@@ -250,13 +250,15 @@ func (c cmdIO) run(args []string, stdin io.Reader) int {
 	cfgPath := cmd.configPath()
 	level := new(slog.LevelVar)
 	logger := daemon.NewLogger(cfg.Log, c.stderr, level)
+	// Signals first: a SIGTERM while New installs the firewall rules
+	// cancels ctx, and Run's close removes them again.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
 	d, err := daemon.New(cfg, daemon.Options{Logger: logger, LogLevel: level, Stdin: stdin})
 	if err != nil {
 		fmt.Fprintf(c.stderr, "sipwarden: %v\n", err)
 		return 1
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)

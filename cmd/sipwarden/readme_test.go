@@ -51,7 +51,7 @@ func TestReadmeFirstCommand(t *testing.T) {
 			switch f {
 			case "ban":
 				bans++
-			case "protected":
+			case "protected", "quarantined":
 				protected++
 			}
 		}

@@ -796,6 +796,9 @@ func (g *Guard) Run(ctx context.Context) error {
 
 // Drain applies what is queued without a running writer (replay, tests).
 func (g *Guard) Drain(ctx context.Context) {
+	if g == nil {
+		return
+	}
 	for {
 		select {
 		case o := <-g.queue:
@@ -827,4 +830,43 @@ func (g *Guard) apply(ctx context.Context, o op) {
 	if !o.seen.IsZero() {
 		g.m.latency.Observe(time.Since(o.seen).Seconds())
 	}
+}
+
+// Summary says, for ip, what the ladder did over the guard's memory (for
+// replay's why column): "quarantined udp:40004 for 1004".
+func (g *Guard) Summary(ip netip.Addr) string {
+	ip = ip.Unmap().WithZone("")
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	of := g.offices[ip]
+	if of == nil {
+		return ""
+	}
+	var parts []string
+	if of.nThr > 0 {
+		parts = append(parts, "throttled: "+of.thrWhy)
+	}
+	if len(of.quar) > 0 {
+		ms := make([]string, 0, len(of.quar))
+		for m, q := range of.quar {
+			s := strings.TrimPrefix(m.String(), m.IP.String()+",")
+			if len(q.users) > 0 {
+				s += " for " + strings.Join(q.users, ",")
+			}
+			ms = append(ms, s)
+		}
+		slices.Sort(ms)
+		if len(ms) > 3 {
+			ms = append(ms[:3], "...")
+		}
+		if len(ms) == 1 {
+			parts = append(parts, "quarantined "+ms[0])
+		} else {
+			parts = append(parts, fmt.Sprintf("quarantined %d mappings: %s", len(of.quar), strings.Join(ms, ", ")))
+		}
+	}
+	if n := len(of.users); n > 1 {
+		parts = append(parts, fmt.Sprintf("%d failing users", n))
+	}
+	return strings.Join(parts, "; ")
 }

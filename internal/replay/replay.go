@@ -30,6 +30,7 @@ import (
 	"github.com/sipwarden/sipwarden/internal/logwatch"
 	"github.com/sipwarden/sipwarden/internal/offense"
 	"github.com/sipwarden/sipwarden/internal/pipeline"
+	"github.com/sipwarden/sipwarden/internal/protect"
 	"github.com/sipwarden/sipwarden/internal/sip"
 	"github.com/sipwarden/sipwarden/internal/whitelist"
 )
@@ -267,7 +268,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	for ; next < len(captured); next++ {
 		judge(captured[next])
 	}
-	rep.Rows = rows(jail.AllOffenders())
+	pl.Guard().Drain(ctx) // nil-safe: nothing queued when disabled
+	rep.Rows = rows(jail.AllOffenders(), pl.Guard())
 	return rep, nil
 }
 
@@ -348,7 +350,7 @@ func startProgress(w io.Writer, path string, cr *countingReader, size int64) (st
 	return func() { close(done); wg.Wait() }
 }
 
-func rows(offenders []jail.Offender) []Row {
+func rows(offenders []jail.Offender, g *protect.Guard) []Row {
 	out := make([]Row, 0, len(offenders))
 	for _, of := range offenders {
 		r := Row{IP: of.IP, Offenses: map[string]int{}, Score: of.PeakScore}
@@ -366,6 +368,8 @@ func rows(offenders []jail.Offender) []Row {
 			if of.User != "" {
 				r.Why += "; target " + of.User
 			}
+		case of.Skipped == jail.StateProtected && g != nil && g.Ever(of.IP) != "":
+			r.Verdict, r.Why = protectVerdict(g, of.IP)
 		case of.Skipped == jail.StateProtected:
 			r.Verdict = VerdictProtected
 			r.Why = of.SkippedWhy
@@ -383,7 +387,7 @@ func rows(offenders []jail.Offender) []Row {
 		}
 		out = append(out, r)
 	}
-	rank := map[string]int{VerdictBan: 0, VerdictProtected: 1, VerdictNeverBan: 2, VerdictBelowThreshold: 3}
+	rank := map[string]int{VerdictBan: 0, VerdictThrottled: 1, VerdictQuarantined: 1, VerdictProtected: 1, VerdictNeverBan: 2, VerdictBelowThreshold: 3}
 	sort.SliceStable(out, func(i, j int) bool {
 		if c := cmp.Compare(rank[out[i].Verdict], rank[out[j].Verdict]); c != 0 {
 			return c < 0
@@ -425,8 +429,12 @@ func (r *Report) WriteTable(w io.Writer) error {
 	for _, row := range r.Rows {
 		counts[row.Verdict]++
 	}
-	_, err := fmt.Fprintf(w, "\n%d sources: %d ban, %d protected, %d never-ban, %d below-threshold (%d log lines, %d packets, %d offenses)\n",
-		len(r.Rows), counts[VerdictBan], counts[VerdictProtected], counts[VerdictNeverBan], counts[VerdictBelowThreshold],
+	graduated := ""
+	if n := counts[VerdictQuarantined] + counts[VerdictThrottled]; n > 0 {
+		graduated = fmt.Sprintf(", %d quarantined, %d throttled", counts[VerdictQuarantined], counts[VerdictThrottled])
+	}
+	_, err := fmt.Fprintf(w, "\n%d sources: %d ban, %d protected%s, %d never-ban, %d below-threshold (%d log lines, %d packets, %d offenses)\n",
+		len(r.Rows), counts[VerdictBan], counts[VerdictProtected], graduated, counts[VerdictNeverBan], counts[VerdictBelowThreshold],
 		r.Lines, r.Packets, r.Offenses)
 	return err
 }

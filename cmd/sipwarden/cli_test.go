@@ -251,6 +251,12 @@ func TestCLIAgainstDaemon(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "bans: 1 active") || !strings.Contains(out, "dry-run") || !strings.Contains(out, "top offenders") {
 		t.Errorf("status: %d\n%s%s", code, out, stderr)
 	}
+	if !strings.Contains(out, "198.51.100.9  would ban") {
+		t.Errorf("status shows the dry-run ban as a real one:\n%s", out)
+	}
+	if code, out, _ := cli("offenders"); code != 0 || !strings.Contains(out, "would ban") || strings.Contains(out, " banned ") {
+		t.Errorf("offenders in dry-run: %d\n%s", code, out)
+	}
 	if code, out, _ := cli("status", "-json"); code != 0 || !strings.Contains(out, `"dry_run": true`) {
 		t.Errorf("status -json: %d %s", code, out)
 	}

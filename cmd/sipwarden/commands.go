@@ -366,15 +366,31 @@ func (c cmdIO) offenders(args []string) int {
 	var out struct {
 		Offenders []offender `json:"offenders"`
 	}
+	var bans struct {
+		DryRun bool `json:"dry_run"`
+	}
+	if err := cl.Get(ctx, "/v1/bans", &bans); err != nil {
+		return cmd.apiError(err)
+	}
 	for _, r := range all {
 		var o offender
 		if err := json.Unmarshal(r, &o); err != nil {
 			return cmd.fail("undecodable answer: %v", err)
 		}
+		o.State = shownState(o.State, bans.DryRun)
 		out.Offenders = append(out.Offenders, o)
 	}
 	printOffenders(c.stdout, out.Offenders, 0)
 	return 0
+}
+
+// shownState: with the dry-run backend a "banned" offender is one
+// sipwarden would ban; nothing is in the firewall.
+func shownState(state string, dryRun bool) string {
+	if dryRun && state == "banned" {
+		return "would ban"
+	}
+	return state
 }
 
 func rulesHit(m map[string]int) string {
@@ -581,7 +597,7 @@ func (c cmdIO) status(args []string) int {
 	fmt.Fprintln(w, "\ntop offenders:")
 	list := make([]offender, 0, len(st.TopOffenders))
 	for _, o := range st.TopOffenders {
-		list = append(list, offender{IP: o.IP, Score: o.Score, Offenses: o.Offenses, State: o.State, Why: o.Why, User: o.User, LastSeen: o.LastSeen})
+		list = append(list, offender{IP: o.IP, Score: o.Score, Offenses: o.Offenses, State: shownState(o.State, st.DryRun), Why: o.Why, User: o.User, LastSeen: o.LastSeen})
 	}
 	printOffenders(w, list, 10)
 	return 0

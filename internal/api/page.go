@@ -64,13 +64,13 @@ table{border-collapse:collapse;width:100%;font-size:.92em}th,td{text-align:left;
 {{if .Protected}}<div class="wrap"><table id="protected"><tr><th>Address</th><th>Failing user</th><th>Rules hit</th><th>Why</th></tr>
 {{range .Protected}}<tr><td>{{.IP}}</td><td>{{.User}}</td><td>{{rules .Offenses}}</td><td>{{.Why}}</td></tr>
 {{end}}</table></div>{{else}}<p id="protected">None.</p>{{end}}
-<h2>Bans</h2>
+<h2>{{if .DryRun}}Would-be bans (dry-run){{else}}Bans{{end}}</h2>
 {{if .BanList}}<div class="wrap"><table id="ban-list"><tr><th>Address</th><th>Rule</th><th>Reason</th><th>Expires</th></tr>
 {{range .BanList}}<tr><td>{{if .Prefix.IsValid}}{{.Prefix}}{{else}}{{.IP}}{{end}}</td><td>{{.Rule}}</td><td>{{.Reason}}</td><td>{{when .ExpiresAt}}</td></tr>
 {{end}}</table></div>{{else}}<p id="ban-list">No active bans.</p>{{end}}
 <h2>Top offenders</h2>
 {{if .TopOffenders}}<div class="wrap"><table id="offenders"><tr><th>Address</th><th>State</th><th>Score</th><th>Rules hit</th><th>Why</th></tr>
-{{range .TopOffenders}}<tr><td>{{.IP}}</td><td>{{.State}}</td><td>{{score .Score}}</td><td>{{rules .Offenses}}</td><td>{{.Why}}</td></tr>
+{{range .TopOffenders}}<tr><td>{{.IP}}</td><td>{{if and $.DryRun (eq .State "banned")}}would ban{{else}}{{.State}}{{end}}</td><td>{{score .Score}}</td><td>{{rules .Offenses}}</td><td>{{.Why}}</td></tr>
 {{end}}</table></div>{{else}}<p id="offenders">None.</p>{{end}}
 <p><small>The same facts as <code>sipwarden status</code> and <code>GET /v1/status</code>.</small></p>
 </body>

@@ -102,6 +102,9 @@ func TestStatusPageInChromium(t *testing.T) {
 	if !strings.Contains(text, "<td>198.51.100.7</td>") || strings.Contains(text, "<script>alert(1)") || !strings.Contains(text, "&lt;script&gt;") {
 		t.Error("the ban is missing or its reason is not escaped")
 	}
+	if !strings.Contains(text, "<td>would ban</td>") || !strings.Contains(text, "Would-be bans (dry-run)") {
+		t.Error("dry-run bans look real on the page")
+	}
 	if strings.Contains(text, "<script") {
 		t.Error("the page carries a script")
 	}

@@ -38,7 +38,7 @@ import (
 // knownMetrics are the metric names dashboards and alerts may use: those of
 // SPEC.md, plus sipwarden_build_info (daemon) and the ban-set gauges the
 // SetNearlyFull alert needs (sipwarden_ban_set_entries and
-// sipwarden_ban_set_maxelem, labelled by set).
+// sipwarden_ban_set_maxelem, labelled by set), and the protect gauges.
 var knownMetrics = map[string]bool{
 	"sipwarden_esl_connected":        true,
 	"sipwarden_esl_reconnects_total": true,
@@ -56,6 +56,10 @@ var knownMetrics = map[string]bool{
 	"sipwarden_build_info":           true,
 	"sipwarden_ban_set_entries":      true,
 	"sipwarden_ban_set_maxelem":      true,
+	// the graduated response (internal/protect) the protected-office alerts use
+	"sipwarden_protect_failing_users":        true,
+	"sipwarden_protect_quarantined_mappings": true,
+	"sipwarden_protect_throttled_addresses":  true,
 }
 
 // tool returns the path of a required binary or fails the test.

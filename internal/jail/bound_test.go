@@ -41,7 +41,7 @@ func TestMaxOffendersBoundsBannedEntries(t *testing.T) {
 	if e.fw.Len() <= n {
 		t.Fatalf("kernel holds %d entries: the flood's bans should outlive their eviction", e.fw.Len())
 	}
-	if err := e.j.Resync(context.Background()); err != nil {
+	if err := e.j.resync(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if c := e.j.count.Load(); c > n {

@@ -107,7 +107,7 @@ func TestStateExtraInTheStateFile(t *testing.T) {
 	x := &extra{saved: []byte(`{"registrations":[{"ip":"203.0.113.10","expires":"2026-11-25T13:00:00Z"}]}`)}
 	e := newEnv(t, Options{StateFile: path, StateExtra: x})
 	e.offend("203.0.113.66", offense.AuthFailure, 0)
-	if err := e.j.SaveState(); err != nil {
+	if err := e.j.saveNow(); err != nil {
 		t.Fatal(err)
 	}
 	y := &extra{}
@@ -120,11 +120,11 @@ func TestStateExtraInTheStateFile(t *testing.T) {
 	}
 	// an extra that cannot be marshalled fails the save, loudly
 	x.err = errors.New("boom")
-	if err := e.j.SaveState(); err == nil {
+	if err := e.j.saveNow(); err == nil {
 		t.Fatal("save with a failing extra succeeded")
 	}
 	x.err, x.saved = nil, []byte("not json")
-	if err := e.j.SaveState(); err == nil {
+	if err := e.j.saveNow(); err == nil {
 		t.Fatal("non-JSON extra saved")
 	}
 	// a file written before the field existed still loads

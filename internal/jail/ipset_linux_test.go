@@ -107,7 +107,7 @@ func TestIpsetFullFailsClosedAndVerifiedBansYield(t *testing.T) {
 	}
 	// room again (an admin flushes the set): the next resync says so
 	ns.exec(t, "ipset", "flush", "swt4")
-	if err := e.j.Resync(ctx); err != nil {
+	if err := e.j.resync(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if reason, ok := e.j.Ready(); !ok {
@@ -144,7 +144,7 @@ func TestIpsetJailRestartAndResync(t *testing.T) {
 	if err := e.j.Ban(ctx, netip.MustParseAddr("2001:db8::2"), 2*time.Hour, "by hand"); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.j.Resync(ctx); err != nil { // the queued write happens on the writer; Ban waited, Resync too
+	if err := e.j.resync(ctx); err != nil { // the queued write happens on the writer; Ban waited, Resync too
 		t.Fatal(err)
 	}
 	stop()
@@ -158,7 +158,7 @@ func TestIpsetJailRestartAndResync(t *testing.T) {
 	e2 := newEnv(t, Options{Firewall: s2, Now: time.Now})
 	stop = run(e2.j)
 	defer stop()
-	if err := e2.j.Resync(ctx); err != nil {
+	if err := e2.j.resync(ctx); err != nil {
 		t.Fatal(err)
 	}
 	got := map[string]Ban{}
@@ -171,14 +171,14 @@ func TestIpsetJailRestartAndResync(t *testing.T) {
 
 	// an admin flushes, then destroys the sets: the resync repairs both
 	ns.exec(t, "ipset", "flush", "swt4")
-	if err := e2.j.Resync(ctx); err != nil {
+	if err := e2.j.resync(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if m := kernelTimeouts(t, ns, "swt4"); len(m) != 2 {
 		t.Fatalf("after flush+resync %v", m)
 	}
 	ns.exec(t, "ipset", "destroy")
-	if err := e2.j.Resync(ctx); err != nil {
+	if err := e2.j.resync(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if m := kernelTimeouts(t, ns, "swt4"); len(m) != 2 || !near(m["203.0.113.1"], 3600, 10) {

@@ -607,7 +607,7 @@ func TestQueueFullDropsAndResyncRepairs(t *testing.T) {
 	if got := testutil.ToFloat64(e.j.m.dropped); got != 2 {
 		t.Fatalf("dropped = %v", got)
 	}
-	if err := e.j.Resync(context.Background()); err != nil {
+	if err := e.j.resync(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	l, _ := e.fw.List(context.Background())
@@ -692,7 +692,7 @@ func TestStateRoundTrip(t *testing.T) {
 	if err := e.j.Ban(context.Background(), netip.MustParseAddr("2001:db8::5"), 2*time.Hour, "manual test"); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.j.SaveState(); err != nil {
+	if err := e.j.saveNow(); err != nil {
 		t.Fatal(err)
 	}
 	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
@@ -742,7 +742,7 @@ func TestCorruptState(t *testing.T) {
 	for range 5 {
 		good.offend("203.0.113.99", offense.AuthFailure, 0)
 	}
-	if err := good.j.SaveState(); err != nil {
+	if err := good.j.saveNow(); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(path)
@@ -765,7 +765,7 @@ func TestCorruptState(t *testing.T) {
 			}
 			// the jail works and can save a fresh state
 			j.Offend(offense.Offense{IP: netip.MustParseAddr("203.0.113.5"), Rule: offense.Flood})
-			if err := j.SaveState(); err != nil {
+			if err := j.saveNow(); err != nil {
 				t.Fatal(err)
 			}
 			os.Remove(path + ".corrupt")
@@ -781,7 +781,7 @@ func TestRestartRecoveryFromBackend(t *testing.T) {
 	fw.Add(ctx, netip.MustParsePrefix("203.0.113.100/32"), 30*time.Minute)
 	fw.Add(ctx, netip.MustParsePrefix("2001:db8::100/128"), 0)
 	e := newEnv(t, Options{Firewall: fw, Now: clk.Now})
-	if err := e.j.Resync(ctx); err != nil {
+	if err := e.j.resync(ctx); err != nil {
 		t.Fatal(err)
 	}
 	bans := e.j.Bans()
@@ -798,7 +798,7 @@ func TestRestartRecoveryFromBackend(t *testing.T) {
 	}
 	// an admin flushes the set: resync writes the bans back
 	fw.Flush()
-	if err := e.j.Resync(ctx); err != nil {
+	if err := e.j.resync(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if !fw.Contains(netip.MustParsePrefix("203.0.113.100/32")) || !fw.Contains(netip.MustParsePrefix("2001:db8::100/128")) {
@@ -936,7 +936,7 @@ func TestResyncLiftsBansOnRegisteredAddresses(t *testing.T) {
 	}
 	// the office registers (e.g. learnt from the Event Socket after a restart)
 	al[netip.MustParseAddr("203.0.113.10")] = "registered"
-	if err := e.j.Resync(ctx); err != nil {
+	if err := e.j.resync(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if e.banned("203.0.113.10") || e.fw.Contains(netip.MustParsePrefix("203.0.113.10/32")) || !e.banned("203.0.113.11") {

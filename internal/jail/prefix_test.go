@@ -84,7 +84,7 @@ func TestResyncNarrowsOrLiftsPrefixBans(t *testing.T) {
 	// the phones register (learnt after the bans)
 	al[netip.MustParseAddr("2001:db8:1::10")] = "registered"
 	al[netip.MustParseAddr("2001:db8:3::10")] = "registered"
-	if err := e.j.Resync(ctx); err != nil {
+	if err := e.j.resync(ctx); err != nil {
 		t.Fatal(err)
 	}
 	list, _ := e.fw.List(ctx)
@@ -101,7 +101,7 @@ func TestResyncNarrowsOrLiftsPrefixBans(t *testing.T) {
 		t.Fatalf("bans_lifted_total{registered} = %v", got)
 	}
 	// stable: a second resync changes nothing
-	if err := e.j.Resync(ctx); err != nil {
+	if err := e.j.resync(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if list, _ := e.fw.List(ctx); len(list) != 1 {

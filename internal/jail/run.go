@@ -232,10 +232,10 @@ func (j *Jail) apply(ctx context.Context, o op) error {
 	return nil
 }
 
-// Resync reads the backend back, recreates missing sets, adopts entries the
+// resync reads the backend back, recreates missing sets, adopts entries the
 // jail does not know and writes active bans the backend lost. Run calls it
-// at start and every ResyncEvery; it is exported for tests and tools.
-func (j *Jail) Resync(ctx context.Context) error {
+// at start and every ResyncEvery (tests call it directly).
+func (j *Jail) resync(ctx context.Context) error {
 	j.writeMu.Lock()
 	defer j.writeMu.Unlock()
 	return j.resyncLocked(ctx, false)

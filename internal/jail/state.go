@@ -62,10 +62,10 @@ type stateBan struct {
 	Expires time.Time `json:"expires_at,omitzero"`
 }
 
-// SaveState writes the state file now (atomically: temp file, fsync,
+// saveNow writes the state file now (atomically: temp file, fsync,
 // rename, fsync of the directory). Run saves every SaveEvery when something
 // changed, and at stop.
-func (j *Jail) SaveState() error {
+func (j *Jail) saveNow() error {
 	if j.opt.StateFile == "" {
 		return nil
 	}
@@ -81,7 +81,7 @@ func (j *Jail) saveIfDirty() error {
 	if j.opt.StateFile == "" || !j.dirty.Load() {
 		return nil
 	}
-	return j.SaveState()
+	return j.saveNow()
 }
 
 // snapEntry is one entry copied under its shard's lock; the record is

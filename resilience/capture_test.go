@@ -368,3 +368,148 @@ api:
 		return p.offenders()[claimed]["scanner_user_agent"] == 1
 	})
 }
+
+// fsDigest is a FreeSWITCH stand-in that answers a REGISTER for a user
+// other than 100 with 404, challenges user 100 (401 with a fresh nonce),
+// refuses every answer (403, all passwords are wrong) and answers OPTIONS
+// 200, from capFS:5060 in ns. It records when
+// each source's first request arrived, and how many it sent.
+type firstSeen struct {
+	mu    sync.Mutex
+	first map[string]time.Time
+	count map[string]int
+}
+
+func (f *firstSeen) get(ip string) (time.Time, int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.first[ip], f.count[ip]
+}
+
+func fsDigest(t *testing.T, ns string) *firstSeen {
+	t.Helper()
+	seen := &firstSeen{first: map[string]time.Time{}, count: map[string]int{}}
+	var conn *net.UDPConn
+	if err := inNS(ns, func() (err error) {
+		conn, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(capFS), Port: 5060})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	t.Cleanup(func() { conn.Close(); wg.Wait() })
+	go func() {
+		defer wg.Done()
+		buf := make([]byte, 65536)
+		for n := 0; ; n++ {
+			k, from, err := conn.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			req := string(buf[:k])
+			seen.mu.Lock()
+			if seen.count[from.Addr().String()]++; seen.count[from.Addr().String()] == 1 {
+				seen.first[from.Addr().String()] = time.Now()
+			}
+			seen.mu.Unlock()
+			status, extra := "", ""
+			switch {
+			case strings.HasPrefix(req, "OPTIONS "):
+				status = "200 OK"
+			case strings.HasPrefix(req, "REGISTER ") && !strings.Contains(req, "sip:100@"):
+				status = "404 Not Found" // only user 100 exists
+			case strings.HasPrefix(req, "REGISTER ") && !strings.Contains(req, "\nAuthorization:"):
+				status = "401 Unauthorized"
+				extra = fmt.Sprintf("WWW-Authenticate: Digest realm=\"%s\", nonce=\"fsn-%d-%d\", algorithm=MD5, qop=\"auth\"\r\n", capFS, time.Now().UnixNano(), n)
+			case strings.HasPrefix(req, "REGISTER "):
+				status = "403 Forbidden"
+			default:
+				continue
+			}
+			var b strings.Builder
+			b.WriteString("SIP/2.0 " + status + "\r\n")
+			for _, l := range strings.Split(req, "\r\n") {
+				for _, h := range []string{"Via:", "From:", "Call-ID:", "CSeq:", "v:", "f:", "i:"} {
+					if strings.HasPrefix(l, h) {
+						b.WriteString(l + "\r\n")
+					}
+				}
+				if strings.HasPrefix(l, "To:") || strings.HasPrefix(l, "t:") {
+					if !strings.Contains(l, "tag=") {
+						l += ";tag=fs1"
+					}
+					b.WriteString(l + "\r\n")
+				}
+			}
+			b.WriteString(extra + "User-Agent: FreeSWITCH-mod_sofia/1.11.1-release\r\nContent-Length: 0\r\n\r\n")
+			conn.WriteToUDPAddrPort([]byte(b.String()), from)
+		}
+	}()
+	return seen
+}
+
+// TestSIPViciousBannedWithinASecond: real svwar and svcrack, each from its
+// own address, against a digest-challenging FreeSWITCH stand-in, captured
+// on a veth by the daemon with the shipped defaults: each is in the kernel
+// set within a second of starting. svwar by its many scanner probes
+// (unverified, 1 point each), svcrack by its digest answers to the nonces
+// the server gave it (verified 403s).
+func TestSIPViciousBannedWithinASecond(t *testing.T) {
+	t.Parallel()
+	for _, tool := range []string{"svwar", "svcrack"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s missing (apt-get install sipvicious)", tool)
+		}
+	}
+	dns, ans := capLink(t, []string{"192.0.2.80"})
+	seen := fsDigest(t, dns)
+	p := startReady(t, procOpts{ns: dns, api: "127.0.0.1:9091", config: `
+esl:
+  disabled: true
+sip:
+  capture_interface: ` + capIface + `
+api:
+  listen: 127.0.0.1:9091
+`})
+	for _, tc := range []struct {
+		src  string
+		args []string
+	}{
+		{"192.0.2.80", []string{"svwar", "-m", "REGISTER", "-e", "100-160", "-t", "0.05", "--maximumtime", "3", "--force", capFS}},
+		{"192.0.2.81", []string{"svcrack", "-u", "100", "-r", "1-40", "-t", "0.2", "--maximumtime", "3", capFS}},
+	} {
+		// Each tool sends from the attacker side's only address.
+		run(t, "ip", "-n", ans, "addr", "flush", "dev", "vcap1")
+		run(t, "ip", "-n", ans, "addr", "add", tc.src+"/24", "dev", "vcap1")
+		cmd := exec.Command("ip", append([]string{"netns", "exec", ans}, tc.args...)...)
+		cmd.Dir = t.TempDir()
+		cmd.Env = append(os.Environ(), "HOME="+cmd.Dir)
+		began := time.Now()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// Timed from the tool's first request reaching the server (the
+		// interpreter's start-up is not the daemon's business).
+		banned := time.Duration(-1)
+		for time.Since(began) < 8*time.Second {
+			if inSet(dns, "sipwarden4", tc.src) {
+				if first, _ := seen.get(tc.src); !first.IsZero() {
+					banned = time.Since(first)
+				}
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+		_, sent := seen.get(tc.src)
+		t.Logf("%s from %s: %d requests; in the kernel set %v after the first; offenses %v", tc.args[0], tc.src, sent, banned.Round(time.Millisecond), p.offenders()[tc.src])
+		if banned < 0 || banned > time.Second {
+			t.Errorf("%s from %s: banned after %v, want within 1s", tc.args[0], tc.src, banned)
+		}
+	}
+	if got := p.offenders()["192.0.2.81"]["auth_failure"]; got == 0 {
+		t.Error("svcrack's digest failures not seen")
+	}
+}

@@ -68,6 +68,7 @@ func TestDebianPackage(t *testing.T) {
 		}
 	}
 
+	commit := strings.TrimSpace(sh(t, "git", "rev-parse", "HEAD")) // before building: HEAD may move meanwhile
 	build := exec.Command("./build-deb")
 	build.Env = append(os.Environ(), "OUT="+t.TempDir())
 	var stderr bytes.Buffer
@@ -124,7 +125,6 @@ func TestDebianPackage(t *testing.T) {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
 	// A real version and commit, stamped at build.
-	commit := strings.TrimSpace(sh(t, "git", "rev-parse", "HEAD"))
 	v := sh(t, "/usr/bin/sipwarden", "version")
 	if !strings.Contains(v, "sipwarden "+version[1]+" ") || !strings.Contains(v, "commit "+commit) || strings.Contains(v, " dev ") {
 		t.Errorf("sipwarden version = %q, want version %s and commit %s", v, version[1], commit)

@@ -474,7 +474,7 @@ func (c cmdIO) config(args []string) int {
 			backend += " (nothing is banned in the kernel)"
 		}
 		fmt.Fprintf(c.stdout, "%s: valid\n  event socket: %s\n  logs: %s\n  ban backend: %s\n  api: %s (token file %s)\n",
-			path, esl(cfg), orNone(strings.Join(cfg.Logs.Files, ", ")), backend, cfg.API.Listen, cfg.TokenPath())
+			path, esl(cfg), orNone(strings.Join(cfg.Logs.Files, ", ")), backend, cfg.API.Listen, orNone(cfg.TokenPath()))
 		for _, w := range hostWarnings(cfg) {
 			fmt.Fprintf(c.stdout, "warning: %s\n", w)
 		}
@@ -495,7 +495,9 @@ func hostWarnings(cfg config.Config) []string {
 			out = append(out, fmt.Sprintf("jail.state_file: the directory %s does not exist: bans and scores would be lost at stop", dir))
 		}
 	}
-	if dir := filepath.Dir(cfg.TokenPath()); cfg.API.Token == "" {
+	if dir := filepath.Dir(cfg.TokenPath()); cfg.API.Token == "" && cfg.TokenPath() == "" {
+		out = append(out, "api.token_file: neither it nor jail.state_file is set: no API token can exist and every change through the API would be refused")
+	} else if cfg.API.Token == "" {
 		if _, err := os.Stat(cfg.TokenPath()); err != nil {
 			if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 				out = append(out, fmt.Sprintf("api.token_file: the directory %s does not exist: no API token can be generated and every change through the API would be refused", dir))

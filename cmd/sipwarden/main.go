@@ -394,11 +394,14 @@ func (c *apiCommand) client() (*api.Client, int) {
 	case cl.Token == "":
 		// The token the daemon generated; unreadable is fine until a change
 		// is asked for (the 401 then says where it is).
-		if b, err := os.ReadFile(cfg.TokenPath()); err == nil {
+		if b, err := os.ReadFile(cfg.TokenPath()); cfg.TokenPath() != "" && err == nil {
 			cl.Token = strings.TrimSpace(string(b))
 		}
 	}
 	c.tokenHint = cfg.TokenPath()
+	if c.tokenHint == "" {
+		c.tokenHint = "no file (set api.token_file or jail.state_file)"
+	}
 	return cl, 0
 }
 

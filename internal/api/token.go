@@ -18,7 +18,7 @@ import (
 // firewall.
 func EnsureToken(path string) (token string, created bool, err error) {
 	if path == "" {
-		return "", false, errors.New("no api.token_file")
+		return "", false, errors.New("neither api.token_file nor jail.state_file is set, so there is no file to keep a token in")
 	}
 	if tok, err := readToken(path); err == nil || !errors.Is(err, fs.ErrNotExist) {
 		return tok, false, err

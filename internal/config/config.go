@@ -167,7 +167,7 @@ type API struct {
 	Token         string `yaml:"token"`
 	// TokenFile holds the bearer token every mutation needs; generated
 	// (mode 0600) at the first start when missing. Default: api.token next
-	// to jail.state_file, else DefaultTokenFile.
+	// to jail.state_file, else none (every change is refused).
 	TokenFile string `yaml:"token_file"`
 }
 

@@ -127,7 +127,7 @@ func TestTokenPath(t *testing.T) {
 	}{
 		{Config{API: API{TokenFile: "/etc/sipwarden/token"}, Jail: Jail{StateFile: "/var/lib/x/state.json"}}, "/etc/sipwarden/token"},
 		{Config{Jail: Jail{StateFile: "/srv/sw/state.json"}}, "/srv/sw/api.token"},
-		{Config{}, DefaultTokenFile},
+		{Config{}, ""},
 	} {
 		if got := tc.cfg.TokenPath(); got != tc.want {
 			t.Errorf("TokenPath(%+v) = %q, want %q", tc.cfg.API, got, tc.want)

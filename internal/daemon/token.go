@@ -24,7 +24,7 @@ func apiToken(cfg config.Config) (token, why string, note func(*slog.Logger)) {
 	tok, created, err := api.EnsureToken(path)
 	if err != nil {
 		return "", "no API token (" + err.Error() + ")", func(log *slog.Logger) {
-			log.Warn("no API token: every change through the API is refused; set api.token_file to a writable path", "error", err)
+			log.Warn("no API token: every change through the API is refused; set api.token_file (or jail.state_file) to a writable path", "error", err)
 		}
 	}
 	return tok, "", func(log *slog.Logger) {

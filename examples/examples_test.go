@@ -56,6 +56,7 @@ var knownMetrics = map[string]bool{
 	"sipwarden_build_info":           true,
 	"sipwarden_ban_set_entries":      true,
 	"sipwarden_ban_set_maxelem":      true,
+	"sipwarden_ban_set_full":         true, // SipwardenBanSetFull
 	// the graduated response (internal/protect) the protected-office alerts use
 	"sipwarden_protect_failing_users":        true,
 	"sipwarden_protect_quarantined_mappings": true,

@@ -237,13 +237,19 @@ func (a *Analyzer) Packet(p Packet) {
 		sm.skipped("tcp_continuation")
 		return
 	}
-	for len(b) > 0 {
+	for first := true; len(b) > 0; first = false {
 		n := tcpMessageLen(b)
 		if n < 0 {
 			sm.skipped("tcp_partial")
 			return
 		}
-		a.message(p, b[:n], t, now, sm)
+		// Without a proven round trip the payload is one packet's worth
+		// of evidence: its first message.
+		if first || p.Verified {
+			a.message(p, b[:n], t, now, sm)
+		} else {
+			sm.skipped("tcp_unverified_extra")
+		}
 		b = skipLeadingSpace(b[n:])
 	}
 }

@@ -29,7 +29,7 @@ type srcMetrics struct {
 }
 
 var skipReasons = []string{"keepalive", "stun", "flood", "tcp_continuation", "tcp_partial", "tcp_gap", "tcp_overflow",
-	"tcp_retransmission", "fragment", "not_sip", "hep", "hep_sender", "hep_capture_id", "response_not_from_server"}
+	"tcp_retransmission", "tcp_unverified_extra", "fragment", "not_sip", "hep", "hep_sender", "hep_capture_id", "response_not_from_server"}
 
 func (s *srcMetrics) skipped(reason string) {
 	if c, ok := s.skip[reason]; ok {
@@ -48,7 +48,7 @@ func newMetrics(reg prometheus.Registerer, t *table) *metrics {
 		}, []string{"source"}),
 		skippedVec: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: offense.Namespace, Subsystem: "sip", Name: "skipped_total",
-			Help: "Payloads not analysed, by source and reason (keepalive, stun, flood, tcp_continuation, tcp_partial, tcp_gap, tcp_overflow, tcp_retransmission, fragment, not_sip, hep, hep_sender, hep_capture_id, response_not_from_server).",
+			Help: "Payloads not analysed, by source and reason (keepalive, stun, flood, tcp_continuation, tcp_partial, tcp_gap, tcp_overflow, tcp_retransmission, tcp_unverified_extra, fragment, not_sip, hep, hep_sender, hep_capture_id, response_not_from_server).",
 		}, []string{"source", "reason"}),
 		reg:         reg,
 		parseErrors: map[offense.Source]prometheus.Counter{},

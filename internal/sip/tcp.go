@@ -184,6 +184,7 @@ func (s *tcpStreams) data(fl *tcpFlow, f *sipcodec.Frame, sm *srcMetrics, emit f
 		s.buffered += len(p)
 		b = fl.buf
 	}
+	emitted := 0
 	for {
 		b = skipLeadingSpace(b)
 		if len(b) == 0 {
@@ -199,7 +200,14 @@ func (s *tcpStreams) data(fl *tcpFlow, f *sipcodec.Frame, sm *srcMetrics, emit f
 		if n < 0 {
 			break
 		}
-		emit(b[:n], verified)
+		// A segment that proves no round trip is one forged packet: it
+		// may carry one message's evidence, not a pipeline of them.
+		if verified || emitted == 0 {
+			emit(b[:n], verified)
+		} else {
+			sm.skipped("tcp_unverified_extra")
+		}
+		emitted++
 		b = b[n:]
 	}
 	// Keep the incomplete rest (a copy: p aliases the capture buffer).

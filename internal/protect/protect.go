@@ -349,7 +349,9 @@ func (g *Guard) Offend(o offense.Offense, l Ladder) Result {
 		res.Why = string(o.Rule) + ": reported only"
 	case class == Credential:
 		if o.Port != 0 {
-			of.maps[mp] = tn
+			// distinct ports, whatever the source called the transport
+			// (the Event Socket names none, a capture says udp)
+			of.maps[Mapping{IP: ip, Port: o.Port}] = tn
 		}
 		of.rollHour(tn)
 		if of.hour[0] < ^uint32(0) {
@@ -608,7 +610,7 @@ func (g *Guard) Registered(ip netip.Addr, user string) int {
 		}
 		if q.credential && slices.Contains(q.users, user) {
 			delete(of.quar, m)
-			delete(of.maps, m)
+			delete(of.maps, Mapping{IP: ip, Port: m.Port})
 			ops = append(ops, op{kind: opDelMap, m: m})
 		}
 	}

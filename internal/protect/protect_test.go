@@ -280,3 +280,20 @@ func TestLadderDuration(t *testing.T) {
 		}
 	}
 }
+
+// The same phone seen by the Event Socket (no transport) and a capture
+// (udp) is one failing port, not two: two stale phones stay within budget.
+func TestBudgetCountsPorts(t *testing.T) {
+	now := t0
+	g, _, _ := newGuard(t, &now)
+	for i, port := range []uint16{40004, 40005} {
+		for _, tr := range []offense.Transport{"", offense.TransportUDP} {
+			now = now.Add(time.Second)
+			o := fail(port, fmt.Sprint(1004+i), true)
+			o.Transport, o.Time = tr, now
+			if r := g.Offend(o, ladder); r.Action != Quarantine {
+				t.Fatalf("port %d %q: %s (%s), want quarantined", port, tr, r.Action, r.Why)
+			}
+		}
+	}
+}

@@ -35,7 +35,7 @@ var contentLength = regexp.MustCompile(`(?mi)^Content-Length:\s*(\d+)`)
 // (CRLF, body cut at Content-Length), as sip's own benchmark reads them.
 func sippMessages(tb testing.TB, name string) [][]byte {
 	tb.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "sip", "testdata", name))
+	b, err := os.ReadFile(filepath.Join("..", "internal", "sip", "testdata", name))
 	if err != nil {
 		tb.Fatal(err)
 	}

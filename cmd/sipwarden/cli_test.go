@@ -104,6 +104,7 @@ func TestHelpOnStdout(t *testing.T) {
 // token is generated next to the state file, as with the shipped config.
 type testDaemon struct {
 	cfg, dir, addr string
+	metrics        string // api.metrics_listen
 	cmd            *exec.Cmd
 	stderr         *syncBuf
 	exited         chan error
@@ -111,7 +112,7 @@ type testDaemon struct {
 
 func startDaemon(t *testing.T) *testDaemon {
 	t.Helper()
-	d := &testDaemon{dir: t.TempDir(), addr: freePort(t), stderr: &syncBuf{}, exited: make(chan error, 1)}
+	d := &testDaemon{dir: t.TempDir(), addr: freePort(t), metrics: freePort(t), stderr: &syncBuf{}, exited: make(chan error, 1)}
 	d.cfg = filepath.Join(d.dir, "sipwarden.yaml")
 	os.WriteFile(d.cfg, []byte(fmt.Sprintf(`esl:
   disabled: true
@@ -123,7 +124,8 @@ ban:
   backend: dry-run
 api:
   listen: %s
-`, d.dir, d.addr)), 0o600)
+  metrics_listen: %s
+`, d.dir, d.addr, d.metrics)), 0o600)
 	d.cmd = exec.Command(binary, "run", "-config", d.cfg)
 	d.cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	d.cmd.Stderr = d.stderr
@@ -205,6 +207,17 @@ func TestCLIAgainstDaemon(t *testing.T) {
 	resp.Body.Close()
 	if !strings.Contains(metrics.String(), `sipwarden_ban_backend{backend="dry-run",fallback="false"} 1`) {
 		t.Errorf("no sipwarden_ban_backend dry-run sample")
+	}
+	// api.metrics_listen serves the metrics and the probes, no /v1.
+	for path, want := range map[string]int{"/metrics": 200, "/healthz": 200, "/v1/bans": 404, "/v1/whitelist": 404, "/": 404} {
+		resp, err := http.Get("http://" + d.metrics + path)
+		if err != nil {
+			t.Fatalf("metrics listener: %v", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("metrics listener %s = %d, want %d", path, resp.StatusCode, want)
+		}
 	}
 	for _, dur := range []string{"-5m", "0s"} {
 		if code, _, stderr := cli("bans", "add", "-for", dur, "198.51.100.10"); code != 2 || !strings.Contains(stderr, "positive duration") {

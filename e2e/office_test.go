@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -23,8 +24,8 @@ func officeRows(ext int, password string, n int) [][]string {
 	return rows
 }
 
-// watchBans polls the kernel set for ip until stop is closed and counts
-// the times ip was in it.
+// watchBans polls the kernel's ban and throttle sets for ip until stop is
+// closed and counts the times ip was in one of them.
 func watchBans(l *fslab.Lab, ip string, stop <-chan struct{}) (hits *atomic.Int64, done *sync.WaitGroup) {
 	hits, done = &atomic.Int64{}, &sync.WaitGroup{}
 	addr := mustAddr(ip)
@@ -37,7 +38,7 @@ func watchBans(l *fslab.Lab, ip string, stop <-chan struct{}) (hits *atomic.Int6
 				return
 			case <-time.After(50 * time.Millisecond):
 			}
-			if l.Banned(addr) {
+			if l.Banned(addr) || l.Throttled(addr) {
 				hits.Add(1)
 			}
 		}
@@ -51,6 +52,19 @@ type offender struct {
 	Why      string         `json:"why"`
 	User     string         `json:"user"`
 	Offenses map[string]int `json:"offenses"`
+}
+
+// staleUntilQuarantined runs office phone 1003 with a stale password from
+// LAN port port until sipwarden quarantines that one mapping in the kernel
+// (its REGISTERs then go unanswered), then stops it.
+func staleUntilQuarantined(t *testing.T, l *fslab.Lab, port int) time.Duration {
+	t.Helper()
+	s := l.Sipp(fslab.SippRun{NS: l.OfficeNS, Scenario: "register_fail.xml", Rows: officeRows(1003, "stale-password", 40),
+		Local: fslab.OfficeLANAddr, Port: port, Rate: 2})
+	took := l.WaitFor(60*time.Second, fmt.Sprintf("the stale phone's mapping %s:%d quarantined", fslab.OfficeAddr, port),
+		func() bool { return l.Quarantined(fslab.OfficeAddr, port) })
+	s.Kill()
+	return took
 }
 
 func offenders(t *testing.T, l *fslab.Lab) map[string]offender {
@@ -70,11 +84,12 @@ func offenders(t *testing.T, l *fslab.Lab) map[string]offender {
 // TestRealFreeSWITCHOfficeStalePassword: an office behind NAT (one public
 // address, each phone its own source port) registers phones 1000-1002; its
 // phone 1003 has a stale password and retries, failing with 401 then 403
-// each time (log, Event Socket and HEP all see it). The office address is
-// never in the kernel set, the other phones keep registering (every
-// REGISTER answered 200) and calling (an authenticated call to the echo
-// test answered and hung up), and sipwarden reports the office as
-// protected.
+// each time (log, Event Socket and HEP all see it), until sipwarden
+// quarantines that phone's mapping (address and port) in the kernel. The
+// office address is never in the ban or throttle set, the other phones'
+// mappings are never quarantined, they keep registering (every REGISTER
+// answered 200) and calling (an authenticated call to the echo test
+// answered and hung up), and sipwarden reports the office as protected.
 func TestRealFreeSWITCHOfficeStalePassword(t *testing.T) {
 	l := fslab.New(t, fslab.Options{Office: true})
 	office := fslab.OfficeAddr.String()
@@ -97,13 +112,9 @@ func TestRealFreeSWITCHOfficeStalePassword(t *testing.T) {
 		}
 	}
 
-	// 1003 retries its stale password 15 times, while the others keep
-	// re-registering.
-	const failures = 15
-	stale := l.Sipp(fslab.SippRun{NS: l.OfficeNS, Scenario: "register_fail.xml", Rows: officeRows(1003, "stale-password", failures),
-		Local: fslab.OfficeLANAddr, Port: 5064, Rate: 2})
-	// Meanwhile 1000 places a call (to 9196, the echo test) and talks for
-	// a second.
+	// 1003 retries its stale password until only its own mapping is
+	// quarantined, while the others keep re-registering and 1000 places a
+	// call (to 9196, the echo test) and talks for a second.
 	call := l.Sipp(fslab.SippRun{NS: l.OfficeNS, Scenario: "call.xml", Local: fslab.OfficeLANAddr, Port: 5071,
 		Rows: [][]string{{"1000", fslab.Credentials("1000", "1234"), "9196"}}})
 	var phones []*fslab.Sipp
@@ -111,11 +122,18 @@ func TestRealFreeSWITCHOfficeStalePassword(t *testing.T) {
 		phones = append(phones, l.Sipp(fslab.SippRun{NS: l.OfficeNS, Scenario: "register.xml", Rows: officeRows(ext, "1234", 6),
 			Local: fslab.OfficeLANAddr, Port: 5061 + i, Rate: 1}))
 	}
-	stale.Run(l, 60*time.Second) // every attempt answered 403
+	took := staleUntilQuarantined(t, l, 5064)
+	t.Logf("1003's mapping %s:5064 quarantined %v after its first attempt", office, took.Round(time.Millisecond))
 	for _, p := range phones {
 		p.Run(l, 60*time.Second) // every re-registration answered 200
 	}
 	call.Run(l, 30*time.Second) // answered, and hung up with 200
+	for i := range 3 {
+		if l.Quarantined(fslab.OfficeAddr, 5061+i) {
+			t.Errorf("the working phone's mapping %s:%d is quarantined", office, 5061+i)
+		}
+	}
+	const failures = 5
 	l.WaitFor(10*time.Second, "the failures reaching the jail", func() bool {
 		return offenders(t, l)[office].Offenses["auth_failure"] >= failures
 	})
@@ -129,8 +147,8 @@ func TestRealFreeSWITCHOfficeStalePassword(t *testing.T) {
 		t.Errorf("the office %s is banned", office)
 	}
 	o := offenders(t, l)[office]
-	if o.State != "protected" {
-		t.Errorf("office offender = %+v, want state protected", o)
+	if o.State != "protected" && o.State != "quarantined" {
+		t.Errorf("office offender = %+v, want state protected or quarantined (its failing mapping)", o)
 	}
 	if got := l.Metric("sipwarden_ban_skipped_total", "reason=registered"); got < 1 {
 		t.Errorf(`sipwarden_ban_skipped_total{reason="registered"} = %v, want >= 1`, got)

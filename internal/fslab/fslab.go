@@ -1005,6 +1005,21 @@ func (l *Lab) Banned(ip netip.Addr) bool {
 	return exec.Command("nsenter", "--net=/run/netns/"+l.FSNS, "ipset", "test", "sipwarden4", ip.String()).Run() == nil
 }
 
+// InSet reports whether kernel set name in the FreeSWITCH namespace holds
+// entry (ipset test syntax: "203.0.113.10", "203.0.113.10,udp:5064").
+func (l *Lab) InSet(name, entry string) bool {
+	return exec.Command("nsenter", "--net=/run/netns/"+l.FSNS, "ipset", "test", name, entry).Run() == nil
+}
+
+// Quarantined reports whether the mapping ip:port (UDP) is in sipwarden's
+// quarantine set; Throttled whether ip is in its throttle set.
+func (l *Lab) Quarantined(ip netip.Addr, port int) bool {
+	return l.InSet("sipwarden4q", fmt.Sprintf("%s,udp:%d", ip, port))
+}
+
+// Throttled reports whether ip is in sipwarden's throttle set.
+func (l *Lab) Throttled(ip netip.Addr) bool { return l.InSet("sipwarden4t", ip.String()) }
+
 // SetEntries lists the addresses in sipwarden's IPv4 set.
 func (l *Lab) SetEntries() []string {
 	l.t.Helper()

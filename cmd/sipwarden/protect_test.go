@@ -64,7 +64,10 @@ func TestProtectedOfficeAgainstKernel(t *testing.T) {
 		}
 	}
 	srv.WaitSubscribed(1, 10*time.Second)
-	wait(func() bool { return strings.Contains(stderr.String(), "sipwarden running") }, "start")
+	// After the first resync: the fake server's listing is empty, and a
+	// listing replaces what events taught before it (FreeSWITCH's own
+	// listing would hold the phones).
+	wait(func() bool { return strings.Contains(stderr.String(), "registrations synced") }, "the first resync")
 
 	const office = "203.0.113.10"
 	reg := frame(t, "A_vanilla_esl_custom_sofia_events.raw.txt", "register")
@@ -101,6 +104,19 @@ func TestProtectedOfficeAgainstKernel(t *testing.T) {
 		if !strings.Contains(string(rules), want) {
 			t.Errorf("rule %q missing:\n%s", want, rules)
 		}
+	}
+	// Who is failing, and the verdicts, through the API and the CLI.
+	code, body, err := getInNS(t, ns, "http://127.0.0.1:9091/v1/protected")
+	if err != nil || code != 200 || !strings.Contains(body, `"user": "1004"`) || !strings.Contains(body, `"port": 41004`) ||
+		!strings.Contains(body, `"state": "quarantined"`) {
+		t.Errorf("GET /v1/protected: %d %v\n%s", code, err, body)
+	}
+	if _, body, _ := getInNS(t, ns, "http://127.0.0.1:9091/v1/offenders"); !strings.Contains(body, `"state": "quarantined"`) {
+		t.Errorf("GET /v1/offenders: want the office quarantined:\n%s", body)
+	}
+	out, _ := exec.Command("ip", "netns", "exec", ns, binary, "check", "-api", "http://127.0.0.1:9091", office).CombinedOutput()
+	if !strings.Contains(string(out), "whitelisted (registered") || !strings.Contains(string(out), office+" quarantined") {
+		t.Errorf("sipwarden check: %q", out)
 	}
 	// The phone gets its password back and registers (a new NAT mapping).
 	register("1004", "41005")

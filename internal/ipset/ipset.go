@@ -1,5 +1,5 @@
 // Package ipset is the kernel ban backend: two ipsets (IPv4 hash:ip, IPv6
-// hash:ip or hash:net) written over netlink, plus the iptables DROP rules
+// hash:net) written over netlink, plus the iptables DROP rules
 // that match them (InstallRules, run once at start and stop).
 //
 // It decides nothing: it adds, deletes and lists what the jail asks. The
@@ -20,10 +20,15 @@ const (
 	DefaultTimeout = 5 * time.Second
 )
 
+// DefaultRulePorts are the ports InstallRules drops banned sources on (UDP
+// and TCP): FreeSWITCH's internal and external profiles, SIP and TLS — the
+// same ports examples/firewall/ drops.
+var DefaultRulePorts = []int{5060, 5061, 5080, 5081}
+
 // Options configures the ipset backend.
 type Options struct {
 	SetV4   string // IPv4 set, hash:ip family inet (sipwarden4)
-	SetV6   string // IPv6 set, family inet6: hash:ip, or hash:net when V6Prefix > 0 (sipwarden6)
+	SetV6   string // IPv6 set, hash:net family inet6 (sipwarden6); an existing hash:ip one serves V6Prefix 0
 	MaxElem int    // per set (65536)
 	// V6Prefix > 0 (< 128) makes the IPv6 set hash:net so the jail can ban
 	// prefixes; it must match Options.V6Prefix of the jail.

@@ -66,10 +66,11 @@ func New(o Options) (*Set, error) {
 		h.Close()
 		return nil, fmt.Errorf("ipset: %w", err)
 	}
-	s := &Set{opt: o, h: h, type6: "hash:ip"}
-	if o.V6Prefix > 0 {
-		s.type6 = "hash:net"
-	}
+	// The IPv6 set is hash:net whatever v6_prefix says, as
+	// examples/firewall/ipset.conf creates it: it holds single addresses as
+	// well, so the README's order (start sipwarden, then load ipset.conf with
+	// -exist) agrees with what is already there.
+	s := &Set{opt: o, h: h, type6: "hash:net"}
 	ns := netns.None()
 	if o.NetNS > 0 {
 		ns = netns.NsHandle(o.NetNS)
@@ -179,10 +180,10 @@ func (s *Set) checkTypes() error {
 		if err != nil {
 			return wrapKernel(err, "ipset list %s", want.name)
 		}
-		if want.name == s.opt.SetV6 && want.typ == "hash:ip" && info.typ == "hash:net" && info.family == want.family {
-			// made beforehand as hash:net (examples/firewall/ipset.conf): it
-			// holds single addresses as well
-			s.type6 = "hash:net"
+		if want.name == s.opt.SetV6 && s.opt.V6Prefix == 0 && info.typ == "hash:ip" && info.family == want.family && info.hasTimeout {
+			// made as hash:ip by an older sipwarden: single addresses only,
+			// which is all v6_prefix 128 bans
+			s.type6 = "hash:ip"
 			continue
 		}
 		if info.typ != want.typ || info.family != want.family {

@@ -110,8 +110,18 @@ func TestIpsetKernel(t *testing.T) {
 	if m := kernelTimeouts(t, ns, "swt4"); len(m) != 0 {
 		t.Fatalf("after del: %v", m)
 	}
-	// prefixes are refused by hash:ip sets
-	if err := s.Add(ctx, netip.MustParsePrefix("2001:db8::/64"), time.Hour); err == nil {
+	// the IPv6 set is hash:net even without v6_prefix (as ipset.conf makes it)
+	if !strings.Contains(ns.exec(t, "ipset", "list", "swt6", "-t"), "Type: hash:net") {
+		t.Fatal("swt6 not hash:net")
+	}
+	// an IPv6 set made hash:ip by an older sipwarden is still used, for
+	// single addresses only
+	ns.exec(t, "ipset", "create", "old6", "hash:ip", "family", "inet6", "timeout", "0")
+	old := newTestIPSet(t, ns, Options{SetV4: "old4", SetV6: "old6"})
+	if err := old.Add(ctx, v6, time.Hour); err != nil {
+		t.Fatalf("exact v6 in an old hash:ip set: %v", err)
+	}
+	if err := old.Add(ctx, netip.MustParsePrefix("2001:db8::/64"), time.Hour); err == nil {
 		t.Fatal("prefix accepted by hash:ip")
 	}
 	// a second backend on the existing sets (a restart) works and sees the entry

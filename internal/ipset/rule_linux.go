@@ -13,7 +13,7 @@ import (
 // writes.
 type RuleOptions struct {
 	SetV4, SetV6 string
-	Ports        []int // SIP ports (5060, 5080)
+	Ports        []int // SIP ports (DefaultRulePorts)
 	Chain        string
 }
 
@@ -31,7 +31,7 @@ func InstallRules(o RuleOptions) (remove func() error, err error) {
 		o.Chain = "INPUT"
 	}
 	if len(o.Ports) == 0 {
-		o.Ports = []int{5060, 5080}
+		o.Ports = DefaultRulePorts
 	}
 	ports := make([]string, len(o.Ports))
 	for i, p := range o.Ports {

@@ -1,0 +1,73 @@
+package ipset
+
+import (
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// The README's order: start sipwarden (it creates every set), then load
+// examples/firewall/ipset.conf with -exist. ipset restore -exist fails when
+// a set exists with another type, family, maxelem or timeout, so this
+// proves what the daemon creates is what the example describes.
+func TestIpsetExampleConfAfterDaemon(t *testing.T) {
+	ns := newNS(t, "ex")
+	s, err := New(Options{NetNS: int(ns.H)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	m, err := NewMappings(MappingOptions{NetNS: int(ns.H)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+
+	conf := sh(t, "cat", "../../examples/firewall/ipset.conf")
+	cmd := exec.Command("ip", "netns", "exec", ns.Name, "ipset", "restore", "-exist")
+	cmd.Stdin = strings.NewReader(conf)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ipset restore -exist < ipset.conf after the daemon made the sets: %v: %s", err, out)
+	}
+	// every set the daemon makes is described by the file, with the same header
+	names := []string{DefaultSetV4, DefaultSetV6, DefaultQuarantineV4, DefaultQuarantineV6, DefaultThrottleV4, DefaultThrottleV6}
+	create := regexp.MustCompile(`(?m)^create (\S+) (\S+) family (\S+) timeout 0 maxelem (\d+)$`)
+	described := map[string][]string{}
+	for _, c := range create.FindAllStringSubmatch(conf, -1) {
+		described[c[1]] = c[2:]
+	}
+	for _, n := range names {
+		d, ok := described[n]
+		if !ok {
+			t.Errorf("ipset.conf does not create %s", n)
+			continue
+		}
+		hdr := ns.exec(t, "ipset", "list", "-t", n)
+		for _, want := range []string{"Type: " + d[0] + "\n", "family " + d[1] + " ", "maxelem " + d[2], "timeout 0"} {
+			if !strings.Contains(hdr, want) {
+				t.Errorf("%s: ipset.conf says %q, the kernel holds\n%s", n, want, hdr)
+			}
+		}
+	}
+	if len(described) != len(names) {
+		t.Errorf("ipset.conf creates %d sets, sipwarden %d: %v", len(described), len(names), described)
+	}
+	// and the other order (boot: the file first) is accepted by the daemon
+	ns2 := newNS(t, "ex")
+	cmd = exec.Command("ip", "netns", "exec", ns2.Name, "ipset", "restore")
+	cmd.Stdin = strings.NewReader(conf)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ipset restore < ipset.conf: %v: %s", err, out)
+	}
+	s2, err := New(Options{NetNS: int(ns2.H)})
+	if err != nil {
+		t.Fatalf("sipwarden on the sets from ipset.conf: %v", err)
+	}
+	s2.Close()
+	m2, err := NewMappings(MappingOptions{NetNS: int(ns2.H)})
+	if err != nil {
+		t.Fatalf("sipwarden on the mapping sets from ipset.conf: %v", err)
+	}
+	m2.Close()
+}

@@ -139,7 +139,9 @@ func TestOneMillionOffendersReadersDoNotDelayBans(t *testing.T) {
 	}
 }
 
-// measureBans sends n bans (addresses from 203.0/16 upwards of first), one
+// measureBans sends n bans (addresses from 203.0/16 upwards of first; each
+// offense verified, so that one crosses the threshold with the shipped
+// unverified_factor), one
 // every 500µs, and returns their offense -> backend latencies, sorted.
 func measureBans(t *testing.T, j *Jail, fw *stampFW, first, n int) []time.Duration {
 	t.Helper()
@@ -148,7 +150,7 @@ func measureBans(t *testing.T, j *Jail, fw *stampFW, first, n int) []time.Durati
 	want := fw.adds.Load() + int64(n)
 	for i := range n {
 		sent[i] = time.Now()
-		j.Offend(offense.Offense{IP: addr(first + i), Rule: offense.ScannerUserAgent, Source: offense.SourceHEP, Time: time.Now()})
+		j.Offend(offense.Offense{IP: addr(first + i), Rule: offense.ScannerUserAgent, Source: offense.SourceHEP, Time: time.Now(), Verified: true})
 		time.Sleep(500 * time.Microsecond) // a steady attack, not a burst
 	}
 	deadline := time.Now().Add(30 * time.Second)

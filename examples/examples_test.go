@@ -57,6 +57,7 @@ var knownMetrics = map[string]bool{
 	"sipwarden_ban_set_entries":      true,
 	"sipwarden_ban_set_maxelem":      true,
 	"sipwarden_ban_set_full":         true, // SipwardenBanSetFull
+	"sipwarden_ban_set_unreferenced": true, // bans that drop nothing
 	// the graduated response (internal/protect) the protected-office alerts use
 	"sipwarden_protect_failing_users":        true,
 	"sipwarden_protect_quarantined_mappings": true,

@@ -58,6 +58,9 @@ type Jail interface {
 type Check struct {
 	Name  string
 	Ready func() (reason string, ok bool)
+	// Note, when set and not empty, is a detail /readyz names without
+	// failing (a ban set no rule references, a log not readable yet).
+	Note func() string
 }
 
 // Options configures a Server.
@@ -216,16 +219,42 @@ func (s *Server) Run(ctx context.Context) error {
 
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	var reasons []string
+	notes := s.notes()
 	for _, c := range s.opt.Checks {
+		if c.Ready == nil {
+			continue
+		}
 		if why, ok := c.Ready(); !ok {
 			reasons = append(reasons, c.Name+": "+why)
 		}
 	}
 	if len(reasons) > 0 {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "reason": strings.Join(reasons, "; "), "reasons": reasons})
+		body := map[string]any{"ready": false, "reason": strings.Join(reasons, "; "), "reasons": reasons}
+		if len(notes) > 0 {
+			body["notes"] = notes
+		}
+		writeJSON(w, http.StatusServiceUnavailable, body)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"ready": true})
+	body := map[string]any{"ready": true}
+	if len(notes) > 0 {
+		body["notes"] = notes
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+// notes are the checks' details that do not fail readiness.
+func (s *Server) notes() []string {
+	var out []string
+	for _, c := range s.opt.Checks {
+		if c.Note == nil {
+			continue
+		}
+		if n := c.Note(); n != "" {
+			out = append(out, c.Name+": "+n)
+		}
+	}
+	return out
 }
 
 // WhitelistEntry is one answer of /v1/whitelist/{ip}.

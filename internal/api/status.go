@@ -14,6 +14,7 @@ import (
 type Status struct {
 	Ready               bool             `json:"ready"`
 	Reasons             []string         `json:"reasons"`
+	Notes               []string         `json:"notes,omitempty"` // details that do not fail readiness
 	DryRun              bool             `json:"dry_run"`
 	Nodes               []NodeStatus     `json:"event_socket"`
 	Registrations       int              `json:"registrations"`
@@ -54,7 +55,11 @@ const maxProtected = 1000
 func (s *Server) buildStatus(r *http.Request) Status {
 	st := Status{Ready: true, Reasons: []string{}, DryRun: s.opt.DryRun, Time: time.Now().UTC().Truncate(time.Second),
 		Redacted: s.redact(r), Protected: []StatusOffender{}, TopOffenders: []StatusOffender{}}
+	st.Notes = s.notes()
 	for _, c := range s.opt.Checks {
+		if c.Ready == nil {
+			continue
+		}
 		if why, ok := c.Ready(); !ok {
 			st.Ready = false
 			st.Reasons = append(st.Reasons, c.Name+": "+why)

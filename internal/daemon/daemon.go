@@ -87,7 +87,8 @@ type Daemon struct {
 	capt    *sip.Capture
 	api     *api.Server
 	fw      ban.Firewall
-	backend string // what the ban path really uses (the fallback may differ from the config)
+	refs    *refWatch // nil unless the backend reports rule references (ipset)
+	backend string    // what the ban path really uses (the fallback may differ from the config)
 	closeMu sync.Mutex
 	closed  bool
 	unrule  func() error // removes the iptables rules installed at start (ban.install_rule)
@@ -231,7 +232,12 @@ func New(cfg config.Config, o Options) (_ *Daemon, err error) {
 			}
 		}
 	}
-	checks := []api.Check{{Name: "ban", Ready: d.jail.Ready}}
+	banCheck := api.Check{Name: "ban", Ready: d.jail.Ready}
+	if r, ok := d.fw.(referencer); ok {
+		d.refs = newRefWatch(r, cfg.Ban.ResyncInterval, d.log, d.reg)
+		banCheck.Note = d.refs.Note
+	}
+	checks := []api.Check{banCheck}
 	if d.esl != nil {
 		checks = append(checks, api.Check{Name: "esl", Ready: d.esl.Ready})
 	}
@@ -340,6 +346,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	run("whitelist", d.wl.Run)
 	run("jail", d.jail.Run)
 	run("api", d.api.Run)
+	if d.refs != nil {
+		run("ban-references", d.refs.Run)
+	}
 	if g := d.pipe.Guard(); g != nil {
 		run("protect", g.Run)
 	}

@@ -71,3 +71,50 @@ func TestIpsetExampleConfAfterDaemon(t *testing.T) {
 	}
 	m2.Close()
 }
+
+// References counts the rules that use each ban set, and InstallRules'
+// rules drop the banned source on every SIP and TLS port of the profiles.
+func TestIpsetReferencesAndInstallRules(t *testing.T) {
+	ns := newNS(t, "rf")
+	s := newTestIPSet(t, ns, Options{})
+	ctx := t.Context()
+	refs, err := s.References(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if refs["swt4"] != 0 || refs["swt6"] != 0 || len(refs) != 2 {
+		t.Fatalf("no rule yet: %v", refs)
+	}
+	var remove func() error
+	if err := inNS(ns.H, func() (err error) {
+		remove, err = InstallRules(RuleOptions{SetV4: "swt4", SetV6: "swt6"})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	refs, err = s.References(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// one rule per protocol (UDP, TCP) and family
+	if refs["swt4"] != 2 || refs["swt6"] != 2 {
+		t.Fatalf("after InstallRules: %v\n%s", refs, ns.exec(t, "ipset", "list", "-t"))
+	}
+	if hdr := ns.exec(t, "ipset", "list", "-t", "swt4"); !strings.Contains(hdr, "References: 2") {
+		t.Fatalf("the ipset tool disagrees: %s", hdr)
+	}
+	for _, tool := range []string{"iptables", "ip6tables"} {
+		rules := ns.exec(t, tool, "-S", "INPUT")
+		for _, proto := range []string{"udp", "tcp"} {
+			if !strings.Contains(rules, "-p "+proto+" -m multiport --dports 5060,5061,5080,5081 -m set --match-set swt") {
+				t.Errorf("%s: no %s rule on 5060,5061,5080,5081:\n%s", tool, proto, rules)
+			}
+		}
+	}
+	if err := inNS(ns.H, remove); err != nil {
+		t.Fatal(err)
+	}
+	if refs, err = s.References(ctx); err != nil || refs["swt4"] != 0 || refs["swt6"] != 0 {
+		t.Fatalf("after remove: %v %v", refs, err)
+	}
+}

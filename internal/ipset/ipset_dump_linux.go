@@ -25,10 +25,17 @@ type setInfo struct {
 	family     uint8
 	hasTimeout bool
 	elements   uint32
+	references uint32 // rules (iptables -m set, other sets) that use the set
 	entries    []ban.Entry
 }
 
-func (s *Set) dump(set string) (*setInfo, error) {
+// ipsetFlagListHeader asks for the header only, as `ipset list -t`
+// (IPSET_FLAG_LIST_HEADER in linux/netfilter/ipset/ip_set.h).
+const ipsetFlagListHeader = 1 << 2
+
+func (s *Set) dump(set string) (*setInfo, error) { return s.dumpFlags(set, 0) }
+
+func (s *Set) dumpFlags(set string, flags uint32) (*setInfo, error) {
 	s.bmu.Lock()
 	defer s.bmu.Unlock()
 	if s.bs == nil {
@@ -47,6 +54,10 @@ func (s *Set) dump(set string) (*setInfo, error) {
 	b = pad4(append(b, nl.IPSET_PROTOCOL))
 	b = appendAttrHdr(b, 4+len(set)+1, nl.IPSET_ATTR_SETNAME)
 	b = pad4(append(append(b, set...), 0))
+	if flags != 0 {
+		b = appendAttrHdr(b, 8, nl.IPSET_ATTR_FLAGS)
+		b = binary.NativeEndian.AppendUint32(b, flags)
+	}
 	binary.NativeEndian.PutUint32(b, uint32(len(b)))
 	s.bbuf = b
 	if err := unix.Sendto(s.bs.GetFd(), b, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
@@ -115,6 +126,10 @@ func (info *setInfo) parse(b []byte) {
 				case nl.IPSET_ATTR_ELEMENTS:
 					if len(v) == 4 {
 						info.elements = binary.BigEndian.Uint32(v)
+					}
+				case nl.IPSET_ATTR_REFERENCES:
+					if len(v) == 4 {
+						info.references = binary.BigEndian.Uint32(v)
 					}
 				}
 			})

@@ -290,6 +290,21 @@ func (s *Set) List(context.Context) ([]ban.Entry, error) {
 	return out, nil
 }
 
+// References reads how many rules (iptables -m set, list:set members)
+// use each ban set, from the set headers (as `ipset list -t` shows
+// "References:"). A ban set nothing references bans nothing.
+func (s *Set) References(context.Context) (map[string]uint32, error) {
+	out := make(map[string]uint32, 2)
+	for _, set := range []string{s.opt.SetV4, s.opt.SetV6} {
+		info, err := s.dumpFlags(set, ipsetFlagListHeader)
+		if err != nil {
+			return nil, wrapKernel(err, "ipset list -t %s", set)
+		}
+		out[set] = info.references
+	}
+	return out, nil
+}
+
 // Check is the readiness probe: the sets exist (one small create-if-absent
 // round trip per set; nothing is listed).
 func (s *Set) Check(ctx context.Context) error {

@@ -26,3 +26,5 @@ func (*Set) Close() error                                           { return nil
 
 func (*Set) AddBatch(context.Context, []ban.Entry, []error) error { return ban.ErrNotSupported }
 func (*Set) Flush() error                                         { return ban.ErrNotSupported }
+
+func (*Set) References(context.Context) (map[string]uint32, error) { return nil, ban.ErrNotSupported }

@@ -69,6 +69,9 @@ api:
 			}
 			var line string
 			for _, l := range strings.Split(p.stderr.String(), "\n") {
+				if strings.Contains(l, "no firewall rule references the ban sets") {
+					continue // no rules in this namespace: true, and cmd's TestUnreferencedBanSets owns it
+				}
 				if strings.Contains(l, "level=ERROR") || strings.Contains(l, "level=WARN") {
 					if line != "" {
 						t.Errorf("more than one warning or error:\n%s", p.stderr.String())

@@ -63,3 +63,37 @@ func TestReadmeFirstCommand(t *testing.T) {
 		t.Errorf("want >= 3 bans and the office protected:\n%s", out)
 	}
 }
+
+// TestReadmePackageTable: the README's package table names every package
+// under internal/, and nothing that is not there.
+func TestReadmePackageTable(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]bool{}
+	for _, l := range strings.Split(string(readme), "\n") {
+		if name, ok := strings.CutPrefix(l, "| `internal/"); ok {
+			name, _, _ = strings.Cut(name, "`")
+			rows[name] = true
+		}
+	}
+	ents, err := os.ReadDir("../../internal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirs := map[string]bool{}
+	for _, e := range ents {
+		if e.IsDir() {
+			dirs[e.Name()] = true
+			if !rows[e.Name()] {
+				t.Errorf("README's package table has no row for internal/%s", e.Name())
+			}
+		}
+	}
+	for name := range rows {
+		if !dirs[name] {
+			t.Errorf("README's package table names internal/%s, which does not exist", name)
+		}
+	}
+}

@@ -279,6 +279,7 @@ func (n *node) setReady(ready bool, err error) {
 func (w *Watcher) runNode(ctx context.Context, n *node) {
 	b := backoff{min: w.opts.BackoffMin, max: w.opts.BackoffMax}
 	connectedBefore := false
+	refused := false // the password was refused, and said so once
 	for ctx.Err() == nil {
 		start := time.Now()
 		wasReady, err := w.session(ctx, n, connectedBefore)
@@ -292,7 +293,17 @@ func (w *Watcher) runNode(ctx context.Context, n *node) {
 			b.reset() // it was healthy for a while: this is a new incident
 		}
 		d := b.next()
-		n.log.Warn("event socket connection lost, reconnecting", "err", err, "in", d.Round(time.Millisecond))
+		switch {
+		case errors.Is(err, ErrAuth) && refused:
+			// said once; retried quietly (the operator fixes the file, then it connects)
+			n.log.Debug("event socket password refused again, retrying", "in", d.Round(time.Millisecond))
+		case errors.Is(err, ErrAuth):
+			refused = true
+			n.log.Error("event socket password refused: check esl.password_file; retrying quietly", "err", err, "every", w.opts.BackoffMax)
+		default:
+			refused = false
+			n.log.Warn("event socket connection lost, reconnecting", "err", err, "in", d.Round(time.Millisecond))
+		}
 		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
@@ -374,7 +385,7 @@ func (w *Watcher) session(ctx context.Context, n *node, reconnect bool) (ready b
 		return false, err
 	}
 	if !strings.HasPrefix(r.replyText, "+OK") {
-		return false, fmt.Errorf("%w: %s", ErrAuth, r.replyText)
+		return false, fmt.Errorf("%w (%s): check esl.password_file", ErrAuth, strings.TrimSpace(r.replyText))
 	}
 	r, err = c.command(ctx, Subscription, w.opts.CommandTimeout)
 	if err != nil {

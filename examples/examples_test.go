@@ -50,6 +50,7 @@ var knownMetrics = map[string]bool{
 	"sipwarden_bans_active":          true,
 	"sipwarden_ban_skipped_total":    true,
 	"sipwarden_log_lines_total":      true,
+	"sipwarden_log_files_unreadable": true,
 	"sipwarden_sip_messages_total":   true,
 	"sipwarden_parse_errors_total":   true,
 	"sipwarden_ban_latency_seconds":  true, // histogram: _bucket, _sum, _count

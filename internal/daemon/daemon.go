@@ -241,6 +241,9 @@ func New(cfg config.Config, o Options) (_ *Daemon, err error) {
 	if d.esl != nil {
 		checks = append(checks, api.Check{Name: "esl", Ready: d.esl.Ready})
 	}
+	if d.logs != nil {
+		checks = append(checks, api.Check{Name: "logs", Note: d.logs.Note})
+	}
 	token, noToken, tokenNote := apiToken(cfg)
 	backendInfo(d.reg, d.backend)
 	d.api, err = api.New(api.Options{

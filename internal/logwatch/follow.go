@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -250,6 +251,46 @@ type tailer struct {
 	old    []*source // files rotated away, read until idle
 	missed bool      // "waiting for the file" logged
 	failed string    // last open error logged
+
+	pmu     sync.Mutex
+	problem string // why path cannot be read now; "" when it can (or does not exist yet)
+}
+
+func (t *tailer) setProblem(p string) {
+	t.pmu.Lock()
+	changed := t.problem != p
+	t.problem = p
+	t.pmu.Unlock()
+	if changed {
+		t.f.countProblems()
+	}
+}
+
+// countProblems sets sipwarden_log_files_unreadable.
+func (f *Follower) countProblems() {
+	n := 0
+	for _, t := range f.tailers {
+		t.pmu.Lock()
+		if t.problem != "" {
+			n++
+		}
+		t.pmu.Unlock()
+	}
+	f.m.unreadable.Set(float64(n))
+}
+
+// Note names the files that cannot be read, and why: the /readyz detail
+// (other sources may still work, so it does not fail readiness).
+func (f *Follower) Note() string {
+	var out []string
+	for _, t := range f.tailers {
+		t.pmu.Lock()
+		if t.problem != "" {
+			out = append(out, t.path+": "+t.problem)
+		}
+		t.pmu.Unlock()
+	}
+	return strings.Join(out, "; ")
 }
 
 // source is one open file.
@@ -345,8 +386,18 @@ func (t *tailer) open(startup bool) {
 				t.missed = true
 			}
 		} else if msg := err.Error(); msg != t.failed {
-			t.log.Warn("cannot open log file; retrying", "err", err)
+			// one line per distinct failure, then quiet retries every poll
+			hint := ""
+			if errors.Is(err, fs.ErrPermission) {
+				hint = " (is the sipwarden user in the freeswitch group?)"
+			}
+			t.log.Error("cannot read log file; retrying quietly"+hint, "err", err)
 			t.failed = msg
+			why := err.Error()
+			if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+				why = pe.Err.Error()
+			}
+			t.setProblem("cannot read: " + why + hint)
 		}
 		return
 	}
@@ -354,6 +405,15 @@ func (t *tailer) open(startup bool) {
 	if err != nil {
 		file.Close()
 		t.log.Warn("stat log file", "err", err)
+		return
+	}
+	if info.IsDir() {
+		file.Close()
+		if t.failed != "directory" {
+			t.log.Error("log path is a directory; name the log file in logs.files (e.g. /var/log/freeswitch/freeswitch.log); retrying quietly")
+			t.failed = "directory"
+			t.setProblem("is a directory, not a log file")
+		}
 		return
 	}
 	s := &source{file: file, info: info, sp: newSplitter(t.f.opts.MaxLine), grown: t.f.opts.Now()}
@@ -367,6 +427,7 @@ func (t *tailer) open(startup bool) {
 		s.off = off
 	}
 	t.missed, t.failed = false, ""
+	t.setProblem("")
 	t.cur = s
 }
 

@@ -12,12 +12,14 @@ import (
 //	sipwarden_log_lines_total
 //	sipwarden_log_lines_skipped_total{reason="too_long"}
 //	sipwarden_parse_errors_total{source="log"}  (see offense.ParseErrors)
+//	sipwarden_log_files_unreadable  (gauge: files that exist and cannot be read)
 //
 // Offenses are counted by the jail (sipwarden_offenses_total{rule,source}).
 type Metrics struct {
 	lines       prometheus.Counter
 	tooLong     prometheus.Counter
 	parseErrors prometheus.Counter
+	unreadable  prometheus.Gauge
 }
 
 // NewMetrics registers the counters on reg (nil: a private registry). One
@@ -39,7 +41,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name:      "lines_skipped_total",
 		Help:      "FreeSWITCH log lines skipped unread, by reason (too_long: over the line length limit).",
 	}, []string{"reason"})
+	unreadable := f.NewGauge(prometheus.GaugeOpts{
+		Namespace: offense.Namespace,
+		Subsystem: "log",
+		Name:      "files_unreadable",
+		Help:      "Configured log files that exist but cannot be read (permission, a directory); retried every poll.",
+	})
 	return &Metrics{
+		unreadable:  unreadable,
 		lines:       lines,
 		tooLong:     skipped.WithLabelValues("too_long"),
 		parseErrors: offense.ParseErrors(reg, offense.SourceLog),

@@ -55,6 +55,7 @@ var knownMetrics = map[string]bool{
 	"sipwarden_parse_errors_total":   true,
 	"sipwarden_ban_latency_seconds":  true, // histogram: _bucket, _sum, _count
 	"sipwarden_build_info":           true,
+	"sipwarden_state_file_writable":  true,
 	"sipwarden_ban_set_entries":      true,
 	"sipwarden_ban_set_maxelem":      true,
 	"sipwarden_ban_set_full":         true, // SipwardenBanSetFull

@@ -116,3 +116,71 @@ logs:
 		t.Errorf("/readyz still names the readable file: %s", body)
 	}
 }
+
+// TestStateDirMissing: a jail.state_file in a directory that does not
+// exist is one ERROR line at start (not found at stop, with the history
+// lost), a /readyz note and sipwarden_state_file_writable 0.
+func TestStateDirMissing(t *testing.T) {
+	dir := t.TempDir()
+	addr := freePort(t)
+	cfg := filepath.Join(dir, "sipwarden.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`esl:
+  disabled: true
+sip:
+  hep_listen: ""
+jail:
+  state_file: %s/missing/state.json
+ban:
+  backend: dry-run
+api:
+  listen: %s
+`, dir, addr)), 0o600)
+	cmd := exec.Command(binary, "run", "-config", cfg)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	stderr := &syncBuf{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+	})
+	var body string
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			body = string(b)
+			break
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("daemon exited: %v\n%s", err, stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon not answering\n%s", stderr.String())
+		}
+	}
+	if !strings.Contains(body, "state: jail.state_file "+dir+"/missing/state.json: directory "+dir+"/missing does not exist") {
+		t.Errorf("/readyz: %s", body)
+	}
+	log := stderr.String()
+	if strings.Count(log, "jail.state_file cannot be written") != 1 || !strings.Contains(log, "level=ERROR") {
+		t.Errorf("want one ERROR line at start:\n%s", log)
+	}
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(m), "sipwarden_state_file_writable 0") {
+		t.Errorf("metric: %s", grepLines(string(m), "state_file"))
+	}
+}

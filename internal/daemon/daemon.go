@@ -88,6 +88,7 @@ type Daemon struct {
 	api     *api.Server
 	fw      ban.Firewall
 	refs    *refWatch // nil unless the backend reports rule references (ipset)
+	state   *stateDir // nil without jail.state_file
 	backend string    // what the ban path really uses (the fallback may differ from the config)
 	closeMu sync.Mutex
 	closed  bool
@@ -244,6 +245,11 @@ func New(cfg config.Config, o Options) (_ *Daemon, err error) {
 	if d.logs != nil {
 		checks = append(checks, api.Check{Name: "logs", Note: d.logs.Note})
 	}
+	if cfg.Jail.StateFile != "" {
+		d.state = newStateDir(cfg.Jail.StateFile, time.Minute, d.log, d.reg)
+		d.state.check() // at start: one clear line now, not a lost history at stop
+		checks = append(checks, api.Check{Name: "state", Note: d.state.Note})
+	}
 	token, noToken, tokenNote := apiToken(cfg)
 	backendInfo(d.reg, d.backend)
 	d.api, err = api.New(api.Options{
@@ -351,6 +357,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	run("api", d.api.Run)
 	if d.refs != nil {
 		run("ban-references", d.refs.Run)
+	}
+	if d.state != nil {
+		run("state-dir", d.state.Run)
 	}
 	if g := d.pipe.Guard(); g != nil {
 		run("protect", g.Run)

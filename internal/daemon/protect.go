@@ -1,8 +1,10 @@
 package daemon
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/sipwarden/sipwarden/internal/api"
 	"github.com/sipwarden/sipwarden/internal/config"
@@ -60,11 +62,25 @@ func (d *Daemon) accounts(ip netip.Addr) []string {
 }
 
 // onRegister lifts, at once, what a registration vouches for.
+// The jail's ban on the address goes when all its evidence was
+// credential-class; the guard's quarantines and throttles likewise.
 func (d *Daemon) onRegister(r whitelist.Registration) {
-	if d.pipe != nil && d.pipe.Guard() != nil {
+	if d.pipe == nil {
+		return
+	}
+	if j := d.pipe.Jail(); j != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), registerLiftTimeout)
+		j.Registered(ctx, r.IP)
+		cancel()
+	}
+	if d.pipe.Guard() != nil {
 		d.pipe.Guard().Registered(r.IP, r.User)
 	}
 }
+
+// registerLiftTimeout bounds the kernel delete of a lift on registration
+// (the Event Socket reader waits for it).
+const registerLiftTimeout = 5 * time.Second
 
 // protectView is the guard for the API; a nil interface when disabled.
 func protectView(p *pipeline.Pipeline) api.Protect {

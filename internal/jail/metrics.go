@@ -27,6 +27,8 @@ type metrics struct {
 	evictions    prometheus.Counter
 	untracked    prometheus.Counter
 	narrowed     prometheus.Counter
+	regLifted    prometheus.Counter
+	regKept      prometheus.Counter
 	yielded      prometheus.Counter
 	setFull      *prometheus.GaugeVec
 	held         prometheus.Counter
@@ -62,7 +64,11 @@ func newMetrics(reg prometheus.Registerer, active, offenders func() float64) (*m
 		readded: f.NewCounter(prometheus.CounterOpts{Namespace: offense.Namespace, Name: "ban_readded_total",
 			Help: "Active bans found missing from the kernel by the resync and written again."}),
 		lifted: f.NewCounterVec(prometheus.CounterOpts{Namespace: offense.Namespace, Name: "bans_lifted_total",
-			Help: "Bans removed by the resync because the address became never-ban, allowlisted or registered."}, []string{"reason"}),
+			Help: "Bans removed by the resync (or at once by a registration event) because the address became never-ban, allowlisted or registered."}, []string{"reason"}),
+		regLifted: f.NewCounter(prometheus.CounterOpts{Namespace: offense.Namespace, Name: "bans_lifted_on_registration_total",
+			Help: "Bans lifted at once by a registration event for the banned address (all their evidence credential-class)."}),
+		regKept: f.NewCounter(prometheus.CounterOpts{Namespace: offense.Namespace, Name: "bans_kept_on_registration_total",
+			Help: "Bans kept although the banned address registered: some of their evidence was not credential-class (scanner, toll fraud, flood, ...)."}),
 		dropped: f.NewCounter(prometheus.CounterOpts{Namespace: offense.Namespace, Name: "ban_queue_dropped_total",
 			Help: "Kernel writes dropped because the writer queue was full (the next resync writes them)."}),
 		evictions: f.NewCounter(prometheus.CounterOpts{Namespace: offense.Namespace, Name: "jail_evictions_total",

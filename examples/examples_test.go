@@ -40,26 +40,27 @@ import (
 // SetNearlyFull alert needs (sipwarden_ban_set_entries and
 // sipwarden_ban_set_maxelem, labelled by set), and the protect gauges.
 var knownMetrics = map[string]bool{
-	"sipwarden_esl_connected":        true,
-	"sipwarden_esl_reconnects_total": true,
-	"sipwarden_esl_events_total":     true,
-	"sipwarden_registrations":        true,
-	"sipwarden_whitelist_ips":        true,
-	"sipwarden_offenses_total":       true,
-	"sipwarden_bans_total":           true,
-	"sipwarden_bans_active":          true,
-	"sipwarden_ban_skipped_total":    true,
-	"sipwarden_log_lines_total":      true,
-	"sipwarden_log_files_unreadable": true,
-	"sipwarden_sip_messages_total":   true,
-	"sipwarden_parse_errors_total":   true,
-	"sipwarden_ban_latency_seconds":  true, // histogram: _bucket, _sum, _count
-	"sipwarden_build_info":           true,
-	"sipwarden_state_file_writable":  true,
-	"sipwarden_ban_set_entries":      true,
-	"sipwarden_ban_set_maxelem":      true,
-	"sipwarden_ban_set_full":         true, // SipwardenBanSetFull
-	"sipwarden_ban_set_unreferenced": true, // bans that drop nothing
+	"sipwarden_esl_connected":            true,
+	"sipwarden_esl_reconnects_total":     true,
+	"sipwarden_esl_events_total":         true,
+	"sipwarden_esl_credential_bans_held": true,
+	"sipwarden_registrations":            true,
+	"sipwarden_whitelist_ips":            true,
+	"sipwarden_offenses_total":           true,
+	"sipwarden_bans_total":               true,
+	"sipwarden_bans_active":              true,
+	"sipwarden_ban_skipped_total":        true,
+	"sipwarden_log_lines_total":          true,
+	"sipwarden_log_files_unreadable":     true,
+	"sipwarden_sip_messages_total":       true,
+	"sipwarden_parse_errors_total":       true,
+	"sipwarden_ban_latency_seconds":      true, // histogram: _bucket, _sum, _count
+	"sipwarden_build_info":               true,
+	"sipwarden_state_file_writable":      true,
+	"sipwarden_ban_set_entries":          true,
+	"sipwarden_ban_set_maxelem":          true,
+	"sipwarden_ban_set_full":             true, // SipwardenBanSetFull
+	"sipwarden_ban_set_unreferenced":     true, // bans that drop nothing
 	// the graduated response (internal/protect) the protected-office alerts use
 	"sipwarden_protect_failing_users":        true,
 	"sipwarden_protect_quarantined_mappings": true,

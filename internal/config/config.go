@@ -54,6 +54,10 @@ type ESL struct {
 	BackoffMax     time.Duration `yaml:"backoff_max"`
 	MaxFrameBytes  int           `yaml:"max_frame_bytes"`
 	Profiles       []string      `yaml:"profiles"`
+	// DownPolicy is what credential-class bans (auth_failure, unknown_user,
+	// auth_challenge) do while an Event Socket node is down or not yet
+	// synced: "hold" (scored, decided when it is back) or "enforce".
+	DownPolicy string `yaml:"down_policy"`
 	// Disabled turns the Event Socket watch off (logs/SIP only; nothing is
 	// then whitelisted by registration).
 	Disabled bool `yaml:"disabled"`
@@ -449,6 +453,9 @@ func (c *Config) Validate() error {
 	positive("esl.backoff_min", c.ESL.BackoffMin)
 	if c.ESL.BackoffMax < c.ESL.BackoffMin {
 		bad("esl.backoff_max", "must be >= esl.backoff_min")
+	}
+	if c.ESL.DownPolicy != "hold" && c.ESL.DownPolicy != "enforce" {
+		bad("esl.down_policy", "must be hold or enforce, got %q", c.ESL.DownPolicy)
 	}
 	if c.ESL.MaxFrameBytes < 4096 {
 		bad("esl.max_frame_bytes", "must be at least 4096, got %d", c.ESL.MaxFrameBytes)

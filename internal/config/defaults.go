@@ -29,6 +29,7 @@ func Default() Config {
 			DialTimeout:    eslwatch.DefaultDialTimeout,
 			CommandTimeout: eslwatch.DefaultCommandTimeout,
 			ResyncInterval: eslwatch.DefaultResyncEvery,
+			DownPolicy:     eslwatch.DefaultDownPolicy,
 			BackoffMin:     eslwatch.DefaultBackoffMin,
 			BackoffMax:     eslwatch.DefaultBackoffMax,
 			MaxFrameBytes:  eslwatch.DefaultMaxFrame,

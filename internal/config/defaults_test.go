@@ -55,6 +55,7 @@ func TestDefaultsArePackageDefaults(t *testing.T) {
 		{"ban.set_v6", c.Ban.SetV6, ipset.DefaultSetV6},
 		{"ban.maxelem", c.Ban.MaxElem, ipset.DefaultMaxElem},
 		{"ban.rule_ports", c.Ban.RulePorts, ipset.DefaultRulePorts},
+		{"esl.down_policy", c.ESL.DownPolicy, eslwatch.DefaultDownPolicy},
 	} {
 		if !equal(tc.got, tc.want) {
 			t.Errorf("%s: config default %v, package default %v", tc.key, tc.got, tc.want)

@@ -72,27 +72,29 @@ func NewRegistry() *prometheus.Registry {
 
 // Daemon is the wired set of components.
 type Daemon struct {
-	log     *slog.Logger
-	level   *slog.LevelVar // nil: log.level needs a restart
-	reg     *prometheus.Registry
-	mu      sync.Mutex    // guards reloads
-	boot    config.Config // what was built; keys only a restart applies are compared with it
-	cfg     config.Config // the last applied config
-	pipe    *pipeline.Pipeline
-	wl      *whitelist.Whitelist
-	jail    *jail.Jail
-	esl     *eslwatch.Watcher
-	logs    *logwatch.Follower
-	hep     *sip.HEPListener
-	capt    *sip.Capture
-	api     *api.Server
-	fw      ban.Firewall
-	refs    *refWatch // nil unless the backend reports rule references (ipset)
-	state   *stateDir // nil without jail.state_file
-	backend string    // what the ban path really uses (the fallback may differ from the config)
-	closeMu sync.Mutex
-	closed  bool
-	unrule  func() error // removes the iptables rules installed at start (ban.install_rule)
+	log   *slog.Logger
+	level *slog.LevelVar // nil: log.level needs a restart
+	reg   *prometheus.Registry
+	mu    sync.Mutex    // guards reloads
+	boot  config.Config // what was built; keys only a restart applies are compared with it
+	cfg   config.Config // the last applied config
+	pipe  *pipeline.Pipeline
+	wl    *whitelist.Whitelist
+	jail  *jail.Jail
+	esl   *eslwatch.Watcher
+	logs  *logwatch.Follower
+	hep   *sip.HEPListener
+	capt  *sip.Capture
+	api   *api.Server
+	fw    ban.Firewall
+	refs  *refWatch // nil unless the backend reports rule references (ipset)
+	state *stateDir // nil without jail.state_file
+	// holdNote names the held credential bans in /readyz (nil: enforce)
+	holdNote func() string
+	backend  string // what the ban path really uses (the fallback may differ from the config)
+	closeMu  sync.Mutex
+	closed   bool
+	unrule   func() error // removes the iptables rules installed at start (ban.install_rule)
 	// graduated response (protect.go)
 	mappings      *ipset.Mappings
 	unruleProtect func() error
@@ -187,6 +189,7 @@ func New(cfg config.Config, o Options) (_ *Daemon, err error) {
 		Allowlist:           d.wl,
 		NeverBan:            nodePrefixes(cfg.ESL),
 		RegistrationsSynced: synced,
+		HoldCredentials:     d.holdCredentials(cfg),
 		StateExtra:          d.wl,
 		ProtectFirewall:     pfw,
 		Accounts:            d.accounts,
@@ -240,7 +243,7 @@ func New(cfg config.Config, o Options) (_ *Daemon, err error) {
 	}
 	checks := []api.Check{banCheck}
 	if d.esl != nil {
-		checks = append(checks, api.Check{Name: "esl", Ready: d.esl.Ready})
+		checks = append(checks, api.Check{Name: "esl", Ready: d.esl.Ready, Note: d.holdNote})
 	}
 	if d.logs != nil {
 		checks = append(checks, api.Check{Name: "logs", Note: d.logs.Note})

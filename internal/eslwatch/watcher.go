@@ -51,7 +51,10 @@ const (
 	DefaultResyncEvery    = 5 * time.Minute
 	DefaultBackoffMin     = 500 * time.Millisecond
 	DefaultBackoffMax     = 30 * time.Second
-	DefaultMaxFrame       = 64 << 20 // a listing of 100k registrations is about 30 MB
+	// DefaultDownPolicy is esl.down_policy: while a node is not synced,
+	// credential-class bans wait ("hold"); "enforce" applies them anyway.
+	DefaultDownPolicy = "hold"
+	DefaultMaxFrame   = 64 << 20 // a listing of 100k registrations is about 30 MB
 )
 
 // A listing that fails (over the frame limit, or not understood) is asked

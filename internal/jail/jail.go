@@ -79,6 +79,13 @@ type Options struct {
 	// offenses are still scored, and the crossings seen meanwhile are
 	// decided when it closes, against a whitelist that knows the offices.
 	RegistrationsSynced <-chan struct{}
+	// HoldCredentials, when set, is asked at each crossing after the first
+	// sync: while it returns true (the registration source is down: it
+	// cannot say which addresses are offices) a crossing decided by a
+	// credential-class offense (auth_failure, unknown_user, auth_challenge)
+	// is held as before the first sync; other rules still ban. Held
+	// crossings are decided at the first sweep after it returns false.
+	HoldCredentials func() bool
 	// StateExtra is saved in the same state file (the whitelist's live
 	// registrations, so that a restart protects at once). MarshalState
 	// must return JSON. nil: nothing extra.

@@ -82,7 +82,7 @@ func newMetrics(reg prometheus.Registerer, active, offenders func() float64) (*m
 		setFull: f.NewGaugeVec(prometheus.GaugeOpts{Namespace: offense.Namespace, Name: "ban_set_full",
 			Help: "1 while the set refuses new entries for lack of room (bans on unverified evidence no longer reach the kernel); readiness is false meanwhile."}, []string{"set"}),
 		held: f.NewCounter(prometheus.CounterOpts{Namespace: offense.Namespace, Name: "jail_held_total",
-			Help: "Threshold crossings held because the registrations were not synced yet (decided when they are)."}),
+			Help: "Threshold crossings held because the registrations were not synced yet, or (esl.down_policy: hold, credential rules) an Event Socket node is down; decided when they are synced."}),
 		offenders: f.NewGaugeFunc(prometheus.GaugeOpts{Namespace: offense.Namespace, Name: "jail_offenders",
 			Help: "Addresses tracked by the jail."}, offenders),
 		setEntries: f.NewGaugeVec(prometheus.GaugeOpts{Namespace: offense.Namespace, Name: "ban_set_entries",

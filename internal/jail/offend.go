@@ -114,7 +114,7 @@ func (j *Jail) Offend(o offense.Offense) {
 	}
 	tn := t.UnixNano()
 	F := int64(pol.Findtime)
-	synced := j.synced()
+	synced := j.synced() && !j.credHold(ri)
 
 	sh, k, of := j.locate(ip, tn, F, true)
 	if of == nil {
@@ -312,6 +312,20 @@ func (j *Jail) synced() bool {
 	}
 }
 
+// credHold reports whether a crossing decided by rule ri waits for the
+// registration source (Options.HoldCredentials).
+func (j *Jail) credHold(ri int) bool {
+	return j.opt.HoldCredentials != nil && credentialRule[ri] && j.opt.HoldCredentials()
+}
+
+var credentialRule = func() map[int]bool {
+	m := map[int]bool{}
+	for _, r := range []offense.Rule{offense.AuthFailure, offense.UnknownUser, offense.AuthChallenge} {
+		m[ruleIndex(r)] = true
+	}
+	return m
+}()
+
 func (j *Jail) markSynced() {
 	j.syncOnce.Do(func() {
 		j.isSynced.Store(true)
@@ -344,7 +358,19 @@ func (j *Jail) releaseHeld() {
 	pol := j.policy.Load()
 	F := int64(pol.Findtime)
 	seen := time.Now()
+	var still []heldCrossing
+	defer func() {
+		if len(still) > 0 {
+			j.heldMu.Lock()
+			j.held = append(j.held, still...)
+			j.heldMu.Unlock()
+		}
+	}()
 	for _, h := range held {
+		if j.credHold(h.ri) {
+			still = append(still, h) // the registration source is still down
+			continue
+		}
 		sh, of := j.entry(h.k, 0, F, false)
 		if of == nil || !of.held {
 			sh.mu.Unlock()

@@ -59,6 +59,9 @@ func (j *Jail) Run(ctx context.Context) error {
 			j.markSynced()
 		case <-sweep.C:
 			j.Sweep()
+			if j.isSynced.Load() && j.opt.HoldCredentials != nil {
+				j.releaseHeld() // credential-class crossings held while the source was down
+			}
 		case <-save.C:
 			if err := j.saveIfDirty(); err != nil {
 				j.logErr("save", "state file not saved", err)

@@ -43,6 +43,9 @@ type Parts struct {
 	// every registration source has completed its first sync; offenses are
 	// scored meanwhile. Nil: nothing to wait for (replay, no Event Socket).
 	RegistrationsSynced <-chan struct{}
+	// HoldCredentials is jail.Options.HoldCredentials (esl.down_policy:
+	// hold): nil applies credential-class bans whatever the source does.
+	HoldCredentials func() bool
 	// StateExtra is kept in the jail's state file beside the scores: the
 	// whitelist's live registrations, so that a restart protects offices
 	// before the first listing. Nil: nothing extra.
@@ -101,6 +104,7 @@ func New(cfg config.Config, parts Parts) (*Pipeline, error) {
 	opt.Registerer = parts.Registerer
 	opt.Now = parts.Now
 	opt.RegistrationsSynced = parts.RegistrationsSynced
+	opt.HoldCredentials = parts.HoldCredentials
 	opt.StateExtra = parts.StateExtra
 	if pl.guard, err = newGuard(cfg, parts); err != nil {
 		return nil, err

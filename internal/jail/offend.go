@@ -315,16 +315,8 @@ func (j *Jail) synced() bool {
 // credHold reports whether a crossing decided by rule ri waits for the
 // registration source (Options.HoldCredentials).
 func (j *Jail) credHold(ri int) bool {
-	return j.opt.HoldCredentials != nil && credentialRule[ri] && j.opt.HoldCredentials()
+	return j.opt.HoldCredentials != nil && credentialRule(ri) && j.opt.HoldCredentials()
 }
-
-var credentialRule = func() map[int]bool {
-	m := map[int]bool{}
-	for _, r := range []offense.Rule{offense.AuthFailure, offense.UnknownUser, offense.AuthChallenge} {
-		m[ruleIndex(r)] = true
-	}
-	return m
-}()
 
 func (j *Jail) markSynced() {
 	j.syncOnce.Do(func() {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/sipwarden/sipwarden/internal/ban"
+
+	"github.com/sipwarden/sipwarden/internal/testenv"
 )
 
 func benchAddr(i int) netip.Addr {
@@ -15,7 +17,7 @@ func benchAddr(i int) netip.Addr {
 
 // BenchmarkIpsetAdd: one netlink add on the persistent handle.
 func BenchmarkIpsetAdd(b *testing.B) {
-	ns := newNS(b, "b")
+	ns := testenv.NewNS(b, "b")
 	s := newTestIPSet(b, ns, Options{MaxElem: 1 << 24})
 	ctx := context.Background()
 	b.ResetTimer()
@@ -29,7 +31,7 @@ func BenchmarkIpsetAdd(b *testing.B) {
 
 // BenchmarkIpsetAddBatch: adds in batches of 256 on the batch socket.
 func BenchmarkIpsetAddBatch(b *testing.B) {
-	ns := newNS(b, "b")
+	ns := testenv.NewNS(b, "b")
 	s := newTestIPSet(b, ns, Options{MaxElem: 1 << 24})
 	ctx := context.Background()
 	es := make([]ban.Entry, 0, 256)

@@ -5,6 +5,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/sipwarden/sipwarden/internal/testenv"
 )
 
 // The README's order: start sipwarden (it creates every set), then load
@@ -12,7 +14,7 @@ import (
 // a set exists with another type, family, maxelem or timeout, so this
 // proves what the daemon creates is what the example describes.
 func TestIpsetExampleConfAfterDaemon(t *testing.T) {
-	ns := newNS(t, "ex")
+	ns := testenv.NewNS(t, "ex")
 	s, err := New(Options{NetNS: int(ns.H)})
 	if err != nil {
 		t.Fatal(err)
@@ -24,7 +26,7 @@ func TestIpsetExampleConfAfterDaemon(t *testing.T) {
 	}
 	t.Cleanup(func() { m.Close() })
 
-	conf := sh(t, "cat", "../../examples/firewall/ipset.conf")
+	conf := testenv.Sh(t, "cat", "../../examples/firewall/ipset.conf")
 	cmd := exec.Command("ip", "netns", "exec", ns.Name, "ipset", "restore", "-exist")
 	cmd.Stdin = strings.NewReader(conf)
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -43,7 +45,7 @@ func TestIpsetExampleConfAfterDaemon(t *testing.T) {
 			t.Errorf("ipset.conf does not create %s", n)
 			continue
 		}
-		hdr := ns.exec(t, "ipset", "list", "-t", n)
+		hdr := ns.Exec(t, "ipset", "list", "-t", n)
 		for _, want := range []string{"Type: " + d[0] + "\n", "family " + d[1] + " ", "maxelem " + d[2], "timeout 0"} {
 			if !strings.Contains(hdr, want) {
 				t.Errorf("%s: ipset.conf says %q, the kernel holds\n%s", n, want, hdr)
@@ -54,7 +56,7 @@ func TestIpsetExampleConfAfterDaemon(t *testing.T) {
 		t.Errorf("ipset.conf creates %d sets, sipwarden %d: %v", len(described), len(names), described)
 	}
 	// and the other order (boot: the file first) is accepted by the daemon
-	ns2 := newNS(t, "ex")
+	ns2 := testenv.NewNS(t, "ex")
 	cmd = exec.Command("ip", "netns", "exec", ns2.Name, "ipset", "restore")
 	cmd.Stdin = strings.NewReader(conf)
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -75,7 +77,7 @@ func TestIpsetExampleConfAfterDaemon(t *testing.T) {
 // References counts the rules that use each ban set, and InstallRules'
 // rules drop the banned source on every SIP and TLS port of the profiles.
 func TestIpsetReferencesAndInstallRules(t *testing.T) {
-	ns := newNS(t, "rf")
+	ns := testenv.NewNS(t, "rf")
 	s := newTestIPSet(t, ns, Options{})
 	ctx := t.Context()
 	refs, err := s.References(ctx)
@@ -86,7 +88,7 @@ func TestIpsetReferencesAndInstallRules(t *testing.T) {
 		t.Fatalf("no rule yet: %v", refs)
 	}
 	var remove func() error
-	if err := inNS(ns.H, func() (err error) {
+	if err := testenv.InNS(ns.H, func() (err error) {
 		remove, err = InstallRules(RuleOptions{SetV4: "swt4", SetV6: "swt6"})
 		return err
 	}); err != nil {
@@ -98,20 +100,20 @@ func TestIpsetReferencesAndInstallRules(t *testing.T) {
 	}
 	// one rule per protocol (UDP, TCP) and family
 	if refs["swt4"] != 2 || refs["swt6"] != 2 {
-		t.Fatalf("after InstallRules: %v\n%s", refs, ns.exec(t, "ipset", "list", "-t"))
+		t.Fatalf("after InstallRules: %v\n%s", refs, ns.Exec(t, "ipset", "list", "-t"))
 	}
-	if hdr := ns.exec(t, "ipset", "list", "-t", "swt4"); !strings.Contains(hdr, "References: 2") {
+	if hdr := ns.Exec(t, "ipset", "list", "-t", "swt4"); !strings.Contains(hdr, "References: 2") {
 		t.Fatalf("the ipset tool disagrees: %s", hdr)
 	}
 	for _, tool := range []string{"iptables", "ip6tables"} {
-		rules := ns.exec(t, tool, "-S", "INPUT")
+		rules := ns.Exec(t, tool, "-S", "INPUT")
 		for _, proto := range []string{"udp", "tcp"} {
 			if !strings.Contains(rules, "-p "+proto+" -m multiport --dports 5060,5061,5080,5081 -m set --match-set swt") {
 				t.Errorf("%s: no %s rule on 5060,5061,5080,5081:\n%s", tool, proto, rules)
 			}
 		}
 	}
-	if err := inNS(ns.H, remove); err != nil {
+	if err := testenv.InNS(ns.H, remove); err != nil {
 		t.Fatal(err)
 	}
 	if refs, err = s.References(ctx); err != nil || refs["swt4"] != 0 || refs["swt6"] != 0 {

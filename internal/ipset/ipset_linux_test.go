@@ -15,9 +15,11 @@ import (
 	"time"
 
 	"github.com/sipwarden/sipwarden/internal/ban"
+
+	"github.com/sipwarden/sipwarden/internal/testenv"
 )
 
-func newTestIPSet(t testing.TB, ns *testNS, o Options) *Set {
+func newTestIPSet(t testing.TB, ns *testenv.NS, o Options) *Set {
 	t.Helper()
 	o.NetNS = int(ns.H)
 	if o.SetV4 == "" {
@@ -32,9 +34,9 @@ func newTestIPSet(t testing.TB, ns *testNS, o Options) *Set {
 }
 
 // kernelTimeouts parses `ipset list SET` into member -> timeout seconds.
-func kernelTimeouts(t testing.TB, ns *testNS, set string) map[string]int {
+func kernelTimeouts(t testing.TB, ns *testenv.NS, set string) map[string]int {
 	t.Helper()
-	out := ns.exec(t, "ipset", "list", set)
+	out := ns.Exec(t, "ipset", "list", set)
 	m := map[string]int{}
 	inMembers := false
 	re := regexp.MustCompile(`^(\S+) timeout (\d+)$`)
@@ -56,11 +58,11 @@ func kernelTimeouts(t testing.TB, ns *testNS, set string) map[string]int {
 func near(got, want, slack int) bool { return got <= want && got >= want-slack }
 
 func TestIpsetKernel(t *testing.T) {
-	ns := newNS(t, "k")
+	ns := testenv.NewNS(t, "k")
 	s := newTestIPSet(t, ns, Options{MaxElem: 1000})
 	ctx := context.Background()
 
-	hdr := ns.exec(t, "ipset", "list", "-t")
+	hdr := ns.Exec(t, "ipset", "list", "-t")
 	for _, want := range []string{"Name: swt4", "Type: hash:ip", "family inet ", "Name: swt6", "family inet6 ", "maxelem 1000", "timeout 0"} {
 		if !strings.Contains(hdr, want) {
 			t.Fatalf("sets: missing %q in\n%s", want, hdr)
@@ -111,12 +113,12 @@ func TestIpsetKernel(t *testing.T) {
 		t.Fatalf("after del: %v", m)
 	}
 	// the IPv6 set is hash:net even without v6_prefix (as ipset.conf makes it)
-	if !strings.Contains(ns.exec(t, "ipset", "list", "swt6", "-t"), "Type: hash:net") {
+	if !strings.Contains(ns.Exec(t, "ipset", "list", "swt6", "-t"), "Type: hash:net") {
 		t.Fatal("swt6 not hash:net")
 	}
 	// an IPv6 set made hash:ip by an older sipwarden is still used, for
 	// single addresses only
-	ns.exec(t, "ipset", "create", "old6", "hash:ip", "family", "inet6", "timeout", "0")
+	ns.Exec(t, "ipset", "create", "old6", "hash:ip", "family", "inet6", "timeout", "0")
 	old := newTestIPSet(t, ns, Options{SetV4: "old4", SetV6: "old6"})
 	if err := old.Add(ctx, v6, time.Hour); err != nil {
 		t.Fatalf("exact v6 in an old hash:ip set: %v", err)
@@ -130,17 +132,17 @@ func TestIpsetKernel(t *testing.T) {
 		t.Fatalf("after restart: %+v %v", l, err)
 	}
 	// an existing set of another type is refused
-	ns.exec(t, "ipset", "create", "other4", "hash:net", "timeout", "0")
+	ns.Exec(t, "ipset", "create", "other4", "hash:net", "timeout", "0")
 	if _, err := New(Options{NetNS: int(ns.H), SetV4: "other4", SetV6: "other6"}); err == nil || !strings.Contains(err.Error(), "exists as hash:net") {
 		t.Fatalf("type mismatch: %v", err)
 	}
 }
 
 func TestIpsetV6Prefix(t *testing.T) {
-	ns := newNS(t, "p")
+	ns := testenv.NewNS(t, "p")
 	s := newTestIPSet(t, ns, Options{V6Prefix: 64})
 	ctx := context.Background()
-	if !strings.Contains(ns.exec(t, "ipset", "list", "swt6", "-t"), "Type: hash:net") {
+	if !strings.Contains(ns.Exec(t, "ipset", "list", "swt6", "-t"), "Type: hash:net") {
 		t.Fatal("not hash:net")
 	}
 	p := netip.MustParsePrefix("2001:db8:1:2::/64")
@@ -148,20 +150,20 @@ func TestIpsetV6Prefix(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := kernelTimeouts(t, ns, "swt6")["2001:db8:1:2::/64"]; !near(got, 3600, 5) {
-		t.Fatalf("timeout %d (%s)", got, ns.exec(t, "ipset", "list", "swt6"))
+		t.Fatalf("timeout %d (%s)", got, ns.Exec(t, "ipset", "list", "swt6"))
 	}
 	if l, err := s.List(ctx); err != nil || len(l) != 1 || l[0].Prefix != p {
 		t.Fatalf("list %+v %v", l, err)
 	}
 	// the set matches every address of the prefix
-	ns.exec(t, "ipset", "test", "swt6", "2001:db8:1:2::abcd")
+	ns.Exec(t, "ipset", "test", "swt6", "2001:db8:1:2::abcd")
 	if err := s.Del(ctx, p); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestIpsetFullIsAnError(t *testing.T) {
-	ns := newNS(t, "f")
+	ns := testenv.NewNS(t, "f")
 	s := newTestIPSet(t, ns, Options{MaxElem: 4})
 	ctx := context.Background()
 	var err error
@@ -176,7 +178,7 @@ func TestIpsetFullIsAnError(t *testing.T) {
 }
 
 func TestIpsetListMultiMessage(t *testing.T) {
-	ns := newNS(t, "m")
+	ns := testenv.NewNS(t, "m")
 	s := newTestIPSet(t, ns, Options{MaxElem: 100000})
 	ctx := context.Background()
 	const n = 40000 // far more than one netlink message (~64 KiB) holds
@@ -207,7 +209,7 @@ func TestIpsetListMultiMessage(t *testing.T) {
 }
 
 func TestIpsetAddBatch(t *testing.T) {
-	ns := newNS(t, "ba")
+	ns := testenv.NewNS(t, "ba")
 	s := newTestIPSet(t, ns, Options{MaxElem: 600, V6Prefix: 64})
 	ctx := context.Background()
 	var es []ban.Entry
@@ -236,7 +238,7 @@ func TestIpsetAddBatch(t *testing.T) {
 	if !near(m6["2001:db8:5::/64"], 3600, 3) {
 		t.Fatalf("v6: %v", m6)
 	}
-	if !strings.Contains(ns.exec(t, "ipset", "list", "swt6"), "2001:db8:6::1 timeout 0") {
+	if !strings.Contains(ns.Exec(t, "ipset", "list", "swt6"), "2001:db8:6::1 timeout 0") {
 		t.Fatal("permanent v6 entry")
 	}
 	// past maxelem: the entries that do not fit fail one by one, the batch goes on
@@ -264,7 +266,7 @@ func TestIpsetAddBatch(t *testing.T) {
 // Sets made beforehand by the ipset tool (examples/firewall/ipset.conf, at
 // boot) are newer revisions with more header attributes: accepted, read back.
 func TestIpsetSetsFromIpsetTool(t *testing.T) {
-	ns := newNS(t, "c")
+	ns := testenv.NewNS(t, "c")
 	cmd := exec.Command("ip", "netns", "exec", ns.Name, "ipset", "restore", "-exist")
 	cmd.Stdin = strings.NewReader("create sw4 hash:ip family inet timeout 0 maxelem 65536\ncreate sw6 hash:net family inet6 timeout 0 maxelem 65536\nadd sw4 192.0.2.77 timeout 500\nadd sw6 2001:db8:77::/64 timeout 600\n")
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -294,7 +296,7 @@ func TestIpsetSetsFromIpsetTool(t *testing.T) {
 		t.Fatalf("exact v6 in hash:net: %v", kernelTimeouts(t, ns, "sw6"))
 	}
 	// a hash:ip IPv6 set where prefixes are configured is refused with a reason
-	ns.exec(t, "ipset", "create", "ip6", "hash:ip", "family", "inet6", "timeout", "0")
+	ns.Exec(t, "ipset", "create", "ip6", "hash:ip", "family", "inet6", "timeout", "0")
 	if _, err := New(Options{NetNS: int(ns.H), SetV4: "sw4", SetV6: "ip6", V6Prefix: 64}); err == nil || !strings.Contains(err.Error(), "want hash:net") {
 		t.Fatalf("v6 type mismatch: %v", err)
 	}

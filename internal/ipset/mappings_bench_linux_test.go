@@ -9,6 +9,8 @@ import (
 
 	"github.com/sipwarden/sipwarden/internal/offense"
 	"github.com/sipwarden/sipwarden/internal/protect"
+
+	"github.com/sipwarden/sipwarden/internal/testenv"
 )
 
 // BenchmarkProtectOffenseToKernel: a verified stale-password failure of a
@@ -16,7 +18,7 @@ import (
 // to the hash:ip,port set (offense -> kernel entry), each on a new office
 // address; reports the p99.
 func BenchmarkProtectOffenseToKernel(b *testing.B) {
-	ns := newNS(b, "gradb")
+	ns := testenv.NewNS(b, "gradb")
 	m, err := NewMappings(MappingOptions{NetNS: int(ns.H), QuarantineV4: "swq4", QuarantineV6: "swq6",
 		ThrottleV4: "swth4", ThrottleV6: "swth6", MaxElem: 1 << 22})
 	if err != nil {

@@ -15,7 +15,7 @@ import (
 	"github.com/sipwarden/sipwarden/internal/testenv"
 )
 
-func newTestMappings(t testing.TB, ns *testNS) *Mappings {
+func newTestMappings(t testing.TB, ns *testenv.NS) *Mappings {
 	t.Helper()
 	m, err := NewMappings(MappingOptions{NetNS: int(ns.H), QuarantineV4: "swq4", QuarantineV6: "swq6", ThrottleV4: "swth4", ThrottleV6: "swth6", MaxElem: 1024})
 	if err != nil {
@@ -28,7 +28,7 @@ func newTestMappings(t testing.TB, ns *testNS) *Mappings {
 // The quarantine and throttle entries land in the kernel with their
 // timeouts, read back with the ipset tool, and go away again.
 func TestMappingsKernel(t *testing.T) {
-	ns := newNS(t, "grad")
+	ns := testenv.NewNS(t, "grad")
 	m := newTestMappings(t, ns)
 	ctx := context.Background()
 	office := netip.MustParseAddr("198.51.100.10")
@@ -83,7 +83,7 @@ func TestMappingsKernel(t *testing.T) {
 		t.Errorf("swth4 after del: %v", got)
 	}
 	// an existing set of another type is found, not silently used
-	if out := ns.exec(t, "ipset", "list", "-t", "swq4"); !strings.Contains(out, "hash:ip,port") {
+	if out := ns.Exec(t, "ipset", "list", "-t", "swq4"); !strings.Contains(out, "hash:ip,port") {
 		t.Errorf("swq4 type: %s", out)
 	}
 }
@@ -96,12 +96,12 @@ func TestMappingsKernel(t *testing.T) {
 // past the rate it is dropped, while a phone at its normal rate is answered.
 func TestOfficeQuarantineAndThrottle(t *testing.T) {
 	testenv.Tool(t, "iptables", "iptables")
-	ns := newNS(t, "grad")
-	ns.exec(t, "ip", "addr", "add", "127.0.0.2/8", "dev", "lo")
+	ns := testenv.NewNS(t, "grad")
+	ns.Exec(t, "ip", "addr", "add", "127.0.0.2/8", "dev", "lo")
 	set := newTestIPSet(t, ns, Options{MaxElem: 1000})
 	m := newTestMappings(t, ns)
 	var remove func() error
-	if err := inNS(ns.H, func() (err error) {
+	if err := testenv.InNS(ns.H, func() (err error) {
 		remove, err = InstallMappingRules(MappingRuleOptions{QuarantineV4: "swq4", QuarantineV6: "swq6", ThrottleV4: "swth4",
 			ThrottleV6: "swth6", Ports: []int{5060}, Rate: 5, Burst: 5})
 		return err
@@ -109,14 +109,14 @@ func TestOfficeQuarantineAndThrottle(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := inNS(ns.H, remove); err != nil {
+		if err := testenv.InNS(ns.H, remove); err != nil {
 			t.Errorf("remove rules: %v", err)
 		}
 	})
 
 	// the SIP server: answers every datagram
 	var srv *net.UDPConn
-	if err := inNS(ns.H, func() (err error) {
+	if err := testenv.InNS(ns.H, func() (err error) {
 		srv, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5060})
 		return err
 	}); err != nil {
@@ -140,7 +140,7 @@ func TestOfficeQuarantineAndThrottle(t *testing.T) {
 	office := netip.MustParseAddr("127.0.0.2")
 	phone := func(port int) *net.UDPConn {
 		var c *net.UDPConn
-		if err := inNS(ns.H, func() (err error) {
+		if err := testenv.InNS(ns.H, func() (err error) {
 			c, err = net.DialUDP("udp4", &net.UDPAddr{IP: office.AsSlice(), Port: port}, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5060})
 			return err
 		}); err != nil {

@@ -16,6 +16,8 @@ import (
 	"github.com/sipwarden/sipwarden/internal/ban"
 	"github.com/sipwarden/sipwarden/internal/ipset"
 	"github.com/sipwarden/sipwarden/internal/offense"
+
+	"github.com/sipwarden/sipwarden/internal/testenv"
 )
 
 var (
@@ -67,7 +69,7 @@ func (c *countingFW) AddBatch(ctx context.Context, es []ban.Entry, errs []error)
 // BenchmarkBanThroughput: offense -> decision -> queue -> writer -> netlink
 // -> kernel, b.N distinct attackers each banned by one offense.
 func BenchmarkBanThroughput(b *testing.B) {
-	ns := newNS(b, "t")
+	ns := testenv.NewNS(b, "t")
 	s := newTestIPSet(b, ns, ipset.Options{MaxElem: 1 << 24})
 	fw := &countingFW{Firewall: s}
 	j, err := New(Options{UnverifiedFactor: 1, Firewall: fw, QueueSize: b.N + 1, MaxOffenders: b.N + 1, HostAddrs: func() ([]netip.Addr, error) { return nil, nil }})
@@ -145,7 +147,7 @@ func TestBanSpeedReport(t *testing.T) {
 	ctx := context.Background()
 
 	// 1. the jail: decision + queue + netlink
-	ns := newNS(t, "s")
+	ns := testenv.NewNS(t, "s")
 	s := newTestIPSet(t, ns, ipset.Options{MaxElem: 1 << 20})
 	fw := &countingFW{Firewall: s, done: make([]atomic.Int64, n)}
 	j, err := New(Options{UnverifiedFactor: 1, Firewall: fw, QueueSize: n + 1, MaxOffenders: n + 1, HostAddrs: func() ([]netip.Addr, error) { return nil, nil }})
@@ -193,7 +195,7 @@ func TestBanSpeedReport(t *testing.T) {
 	// 2. one `ipset add` process per entry (as a fail2ban action does)
 	p := min(n, *speedProcs)
 	var procRate float64
-	if err := inNS(ns.H, func() error {
+	if err := testenv.InNS(ns.H, func() error {
 		st := time.Now()
 		for i := range p {
 			a := netip.AddrFrom4([4]byte{172, 16, byte(i >> 8), byte(i)})
@@ -214,7 +216,7 @@ func TestBanSpeedReport(t *testing.T) {
 		fmt.Fprintf(&sb, "add swt4 %s timeout 3600 -exist\n", a)
 	}
 	var restoreRate float64
-	if err := inNS(ns.H, func() error {
+	if err := testenv.InNS(ns.H, func() error {
 		st := time.Now()
 		cmd := exec.Command("ipset", "restore")
 		cmd.Stdin = strings.NewReader(sb.String())

@@ -22,6 +22,8 @@ import (
 	"github.com/sipwarden/sipwarden/internal/ipset"
 	"github.com/sipwarden/sipwarden/internal/offense"
 	"github.com/sipwarden/sipwarden/internal/whitelist"
+
+	"github.com/sipwarden/sipwarden/internal/testenv"
 )
 
 // liveRegistrations is the whitelist seen through the jail's optional
@@ -141,16 +143,16 @@ func (f *recordingFW) Add(ctx context.Context, p netip.Prefix, d time.Duration) 
 	return err
 }
 
-func veth(t *testing.T, a, b *testNS, aName, bName, aAddr, bAddr string) {
-	sh(t, "ip", "-n", a.Name, "link", "add", aName, "type", "veth", "peer", "name", bName, "netns", b.Name)
-	sh(t, "ip", "-n", a.Name, "addr", "add", aAddr, "dev", aName)
-	sh(t, "ip", "-n", b.Name, "addr", "add", bAddr, "dev", bName)
-	sh(t, "ip", "-n", a.Name, "link", "set", aName, "up")
-	sh(t, "ip", "-n", b.Name, "link", "set", bName, "up")
+func veth(t *testing.T, a, b *testenv.NS, aName, bName, aAddr, bAddr string) {
+	testenv.Sh(t, "ip", "-n", a.Name, "link", "add", aName, "type", "veth", "peer", "name", bName, "netns", b.Name)
+	testenv.Sh(t, "ip", "-n", a.Name, "addr", "add", aAddr, "dev", aName)
+	testenv.Sh(t, "ip", "-n", b.Name, "addr", "add", bAddr, "dev", bName)
+	testenv.Sh(t, "ip", "-n", a.Name, "link", "set", aName, "up")
+	testenv.Sh(t, "ip", "-n", b.Name, "link", "set", bName, "up")
 }
 
-func dropCounter(t *testing.T, ns *testNS) int {
-	out := ns.exec(t, "iptables", "-L", "INPUT", "-v", "-x", "-n")
+func dropCounter(t *testing.T, ns *testenv.NS) int {
+	out := ns.Exec(t, "iptables", "-L", "INPUT", "-v", "-x", "-n")
 	for _, l := range strings.Split(out, "\n") {
 		if strings.Contains(l, "DROP") && strings.Contains(l, "match-set") {
 			n, _ := strconv.Atoi(strings.Fields(l)[0])
@@ -182,14 +184,14 @@ func endToEnd(t *testing.T, weights map[offense.Rule]float64, tool []string) {
 		officeIP   = "10.213.1.2"
 		attackerIP = "10.213.2.2"
 	)
-	d := newNS(t, "d")
-	o := newNS(t, "o")
-	a := newNS(t, "a")
+	d := testenv.NewNS(t, "d")
+	o := testenv.NewNS(t, "o")
+	a := testenv.NewNS(t, "a")
 	veth(t, d, o, "vo", "vd", "10.213.1.1/24", officeIP+"/24")
 	veth(t, d, a, "va", "vd", "10.213.2.1/24", attackerIP+"/24")
 
 	ips := newTestIPSet(t, d, ipset.Options{SetV4: "sw4", SetV6: "sw6"})
-	d.exec(t, "iptables", "-I", "INPUT", "-p", "udp", "--dport", "5060", "-m", "set", "--match-set", "sw4", "src", "-j", "DROP")
+	d.Exec(t, "iptables", "-I", "INPUT", "-p", "udp", "--dport", "5060", "-m", "set", "--match-set", "sw4", "src", "-j", "DROP")
 	fw := &recordingFW{Set: ips, added: map[netip.Prefix]time.Time{}, ch: make(chan netip.Prefix, 4)}
 
 	// the office's registration, learnt from an Event Socket server (in-test FreeSWITCH stand-in)
@@ -215,7 +217,7 @@ func endToEnd(t *testing.T, weights map[offense.Rule]float64, tool []string) {
 
 	// the SIP responder in the daemon's namespace
 	var conn *net.UDPConn
-	if err := inNS(d.H, func() (err error) {
+	if err := testenv.InNS(d.H, func() (err error) {
 		conn, err = net.ListenUDP("udp4", &net.UDPAddr{Port: 5060})
 		return err
 	}); err != nil {
@@ -228,7 +230,7 @@ func endToEnd(t *testing.T, weights map[offense.Rule]float64, tool []string) {
 
 	// the office: a phone with a stale password, failing every 20ms
 	var oc *net.UDPConn
-	if err := inNS(o.H, func() (err error) {
+	if err := testenv.InNS(o.H, func() (err error) {
 		oc, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(officeIP)})
 		return err
 	}); err != nil {

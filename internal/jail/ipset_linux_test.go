@@ -14,9 +14,11 @@ import (
 
 	"github.com/sipwarden/sipwarden/internal/ipset"
 	"github.com/sipwarden/sipwarden/internal/offense"
+
+	"github.com/sipwarden/sipwarden/internal/testenv"
 )
 
-func newTestIPSet(t testing.TB, ns *testNS, o ipset.Options) *ipset.Set {
+func newTestIPSet(t testing.TB, ns *testenv.NS, o ipset.Options) *ipset.Set {
 	t.Helper()
 	o.NetNS = int(ns.H)
 	if o.SetV4 == "" {
@@ -31,9 +33,9 @@ func newTestIPSet(t testing.TB, ns *testNS, o ipset.Options) *ipset.Set {
 }
 
 // kernelTimeouts parses `ipset list SET` into member -> timeout seconds.
-func kernelTimeouts(t testing.TB, ns *testNS, set string) map[string]int {
+func kernelTimeouts(t testing.TB, ns *testenv.NS, set string) map[string]int {
 	t.Helper()
-	out := ns.exec(t, "ipset", "list", set)
+	out := ns.Exec(t, "ipset", "list", set)
 	m := map[string]int{}
 	inMembers := false
 	re := regexp.MustCompile(`^(\S+) timeout (\d+)$`)
@@ -59,7 +61,7 @@ func near(got, want, slack int) bool { return got <= want && got >= want-slack }
 // makes the jail unready, naming it, and a verified ban takes the place of
 // an unverified one.
 func TestIpsetFullFailsClosedAndVerifiedBansYield(t *testing.T) {
-	ns := newNS(t, "f")
+	ns := testenv.NewNS(t, "f")
 	s := newTestIPSet(t, ns, ipset.Options{MaxElem: 4})
 	ctx := context.Background()
 	e := newEnv(t, Options{Firewall: s, Now: time.Now})
@@ -106,7 +108,7 @@ func TestIpsetFullFailsClosedAndVerifiedBansYield(t *testing.T) {
 		t.Fatal("ready with a full set")
 	}
 	// room again (an admin flushes the set): the next resync says so
-	ns.exec(t, "ipset", "flush", "swt4")
+	ns.Exec(t, "ipset", "flush", "swt4")
 	if err := e.j.resync(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +121,7 @@ func TestIpsetFullFailsClosedAndVerifiedBansYield(t *testing.T) {
 }
 
 func TestIpsetJailRestartAndResync(t *testing.T) {
-	ns := newNS(t, "r")
+	ns := testenv.NewNS(t, "r")
 	ctx := context.Background()
 	state := t.TempDir() + "/state.json"
 	s := newTestIPSet(t, ns, ipset.Options{})
@@ -153,7 +155,7 @@ func TestIpsetJailRestartAndResync(t *testing.T) {
 	}
 
 	// restart with the state file lost; an admin also added one by hand
-	ns.exec(t, "ipset", "add", "swt4", "198.51.100.9", "timeout", "600")
+	ns.Exec(t, "ipset", "add", "swt4", "198.51.100.9", "timeout", "600")
 	s2 := newTestIPSet(t, ns, ipset.Options{})
 	e2 := newEnv(t, Options{Firewall: s2, Now: time.Now})
 	stop = run(e2.j)
@@ -170,14 +172,14 @@ func TestIpsetJailRestartAndResync(t *testing.T) {
 	}
 
 	// an admin flushes, then destroys the sets: the resync repairs both
-	ns.exec(t, "ipset", "flush", "swt4")
+	ns.Exec(t, "ipset", "flush", "swt4")
 	if err := e2.j.resync(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if m := kernelTimeouts(t, ns, "swt4"); len(m) != 2 {
 		t.Fatalf("after flush+resync %v", m)
 	}
-	ns.exec(t, "ipset", "destroy")
+	ns.Exec(t, "ipset", "destroy")
 	if err := e2.j.resync(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 
 // Errors that end a session; the watcher reconnects after each.
 var (
-	ErrAuth         = errors.New("event socket password refused")
+	ErrAuth         = errors.New("event socket authentication refused")
 	ErrRejected     = errors.New("event socket connection rejected (text/rude-rejection: ACL)")
 	ErrDisconnected = errors.New("event socket disconnect notice")
 	ErrTimeout      = errors.New("event socket command timed out")

@@ -388,7 +388,7 @@ func (w *Watcher) session(ctx context.Context, n *node, reconnect bool) (ready b
 		return false, err
 	}
 	if !strings.HasPrefix(r.replyText, "+OK") {
-		return false, fmt.Errorf("%w (%s): check esl.password_file", ErrAuth, strings.TrimSpace(r.replyText))
+		return false, fmt.Errorf("%w: password refused (%s): check esl.password_file", ErrAuth, strings.TrimSpace(r.replyText))
 	}
 	r, err = c.command(ctx, Subscription, w.opts.CommandTimeout)
 	if err != nil {

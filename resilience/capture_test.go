@@ -108,6 +108,7 @@ func (p *daemonProc) offenders() map[string]map[string]int {
 	var r struct {
 		Offenders []struct {
 			IP       string         `json:"ip"`
+			Prefix   string         `json:"prefix"`
 			Offenses map[string]int `json:"offenses"`
 		} `json:"offenders"`
 	}
@@ -117,6 +118,9 @@ func (p *daemonProc) offenders() map[string]map[string]int {
 	out := map[string]map[string]int{}
 	for _, o := range r.Offenders {
 		out[o.IP] = o.Offenses
+		if o.Prefix != "" { // IPv6 scored per ban.v6_prefix (64 by default)
+			out[o.Prefix] = o.Offenses
+		}
 	}
 	return out
 }
@@ -271,7 +275,9 @@ api:
 	want := map[string]string{
 		single: "scanner_user_agent", scanner: "scanner_user_agent", crlf: "scanner_user_agent",
 		fragger: "scanner_user_agent", tcpSplit: "scanner_user_agent", variant: "scanner_user_agent",
-		tagOnly: "scanner_user_agent", toll: "toll_fraud_invite", hbh: "scanner_user_agent",
+		tagOnly: "scanner_user_agent", toll: "toll_fraud_invite",
+		// scored per /64 (ban.v6_prefix default)
+		netip.PrefixFrom(netip.MustParseAddr(hbh), 64).Masked().String(): "scanner_user_agent",
 	}
 	var got map[string]map[string]int
 	waitFor(t, 10*time.Second, "every case seen", func() bool {

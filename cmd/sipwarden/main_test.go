@@ -319,6 +319,7 @@ func TestBansAgainstKernel(t *testing.T) {
 	if code, out := cli("bans", "add", "198.51.100.7", "-for", "10m", "-reason", "test"); code != 0 || !strings.Contains(out, "banned 198.51.100.7 until") {
 		t.Fatalf("bans add: %d %s", code, out)
 	}
+	// ban.v6_prefix 64 (the default): the address's /64 is banned
 	if code, out := cli("bans", "add", "2001:db8::7"); code != 0 {
 		t.Fatalf("bans add v6: %d %s", code, out)
 	}
@@ -331,7 +332,7 @@ func TestBansAgainstKernel(t *testing.T) {
 		t.Errorf("no kernel timeout on the entry:\n%s", out)
 	}
 	code, list := cli("bans", "list")
-	if code != 0 || !strings.Contains(list, "198.51.100.7") || !strings.Contains(list, "2001:db8::7") || !strings.Contains(list, "test") {
+	if code != 0 || !strings.Contains(list, "198.51.100.7") || !strings.Contains(list, "2001:db8::/64") || !strings.Contains(list, "test") {
 		t.Errorf("bans list: %d\n%s", code, list)
 	}
 	if code, out := cli("bans", "add", "127.0.0.1"); code != 1 {

@@ -64,7 +64,7 @@ func Default() Config {
 		},
 		Whitelist: Whitelist{Grace: whitelist.DefaultGrace},
 		Ban: Ban{Backend: BackendIPSet, SetV4: ipset.DefaultSetV4, SetV6: ipset.DefaultSetV6, MaxElem: ipset.DefaultMaxElem,
-			V6Prefix: 128, ResyncInterval: jail.DefaultResyncEvery, RulePorts: slices.Clone(ipset.DefaultRulePorts)},
+			V6Prefix: jail.DefaultV6Prefix, ResyncInterval: jail.DefaultResyncEvery, RulePorts: slices.Clone(ipset.DefaultRulePorts)},
 		Protect: defaultProtect(),
 		API:     API{Listen: "127.0.0.1:9091"},
 		Log:     Log{Level: "info", Format: "text"},

@@ -74,6 +74,10 @@ const (
 	// DefaultResyncEvery is Options.ResyncEvery when unset: the kernel sets
 	// are read back and repaired this often.
 	DefaultResyncEvery = time.Minute
+	// DefaultV6Prefix is ban.v6_prefix: IPv6 sources are scored and banned
+	// per /64 (one customer's LAN; a host gets a fresh address within it
+	// at will), narrowed to the address when the /64 covers a protected one.
+	DefaultV6Prefix = 64
 )
 
 func (p *Policy) defaults() {

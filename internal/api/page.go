@@ -48,7 +48,8 @@ table{border-collapse:collapse;width:100%;font-size:.92em}th,td{text-align:left;
 <body>
 <h1>sipwarden</h1>
 <p id="ready" class="{{if .Ready}}ok{{else}}bad{{end}}">{{if .Ready}}Ready{{else}}Not ready: {{range $i, $r := .Reasons}}{{if $i}}; {{end}}{{$r}}{{end}}{{end}}</p>
-{{if .DryRun}}<p id="dry-run" class="dry">Dry-run: the bans below are what sipwarden <b>would</b> do; nothing is in the firewall.</p>{{end}}
+{{range .Notes}}<p class="note dry">{{.}}</p>
+{{end}}{{if .DryRun}}<p id="dry-run" class="dry">Dry-run: the bans below are what sipwarden <b>would</b> do; nothing is in the firewall.</p>{{end}}
 <dl id="summary">
 <dt>Registrations</dt><dd id="registrations">{{.Registrations}}</dd>
 <dt>Registered addresses</dt><dd id="registered-addresses">{{.RegisteredAddresses}}</dd>

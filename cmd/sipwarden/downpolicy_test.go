@@ -18,7 +18,8 @@ import (
 // Once synced, the Event Socket server stops; auth failures from one
 // address then reach the ban threshold, and the ban is held (scored, not
 // applied) — /readyz says so, sipwarden_esl_credential_bans_held is 1 —
-// because the offices' registrations can no longer be refreshed.
+// because the offices' registrations can no longer be refreshed. When the
+// Event Socket is back and synced the held ban is decided at once.
 func TestESLDownHoldsCredentialBans(t *testing.T) {
 	srv := esltest.NewServer(t, "ClueCon")
 	srv.SetRegistrations(esltest.NoRegistrations)
@@ -90,7 +91,9 @@ logs:
 	}
 	waitFor("/readyz", `"ready": true`)
 	waitFor("/metrics", "sipwarden_esl_credential_bans_held 0")
-	srv.Close() // FreeSWITCH's Event Socket goes away
+	// FreeSWITCH's Event Socket goes away: connections cut, new ones refused
+	srv.SetAuthMode(esltest.AuthRude)
+	srv.Drop()
 	body := waitFor("/readyz", "credential-class bans held")
 	if !strings.Contains(body, `"ready": false`) {
 		t.Errorf("/readyz: %s", body)
@@ -113,4 +116,12 @@ logs:
 	if _, offenders := get("/v1/offenders"); !strings.Contains(offenders, "203.0.113.66") {
 		t.Errorf("the address is not scored: %s", offenders)
 	}
+	// back: the held crossing is decided within seconds (not at the 30 s sweep)
+	srv.SetAuthMode(esltest.AuthCheck)
+	start := time.Now()
+	waitFor("/v1/bans", "203.0.113.66")
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("held ban decided %v after the Event Socket came back", d)
+	}
+	waitFor("/metrics", "sipwarden_esl_credential_bans_held 0")
 }

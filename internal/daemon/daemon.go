@@ -91,7 +91,8 @@ type Daemon struct {
 	state *stateDir // nil without jail.state_file
 	// holdNote names the held credential bans in /readyz (nil: enforce)
 	holdNote func() string
-	backend  string // what the ban path really uses (the fallback may differ from the config)
+	holding  func() bool // nil: esl.down_policy enforce or no Event Socket
+	backend  string      // what the ban path really uses (the fallback may differ from the config)
 	closeMu  sync.Mutex
 	closed   bool
 	unrule   func() error // removes the iptables rules installed at start (ban.install_rule)
@@ -363,6 +364,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	if d.state != nil {
 		run("state-dir", d.state.Run)
+	}
+	if d.holding != nil {
+		run("down-policy", d.releaseOnSync)
 	}
 	if g := d.pipe.Guard(); g != nil {
 		run("protect", g.Run)

@@ -1,6 +1,9 @@
 package daemon
 
 import (
+	"context"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
@@ -35,5 +38,26 @@ func (d *Daemon) holdCredentials(cfg config.Config) func() bool {
 		}
 		return ""
 	}
+	d.holding = hold
 	return hold
+}
+
+// releaseOnSync decides the held credential crossings within a second of
+// every node being synced again, not at the jail's next sweep.
+func (d *Daemon) releaseOnSync(ctx context.Context) error {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	was := d.holding()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			now := d.holding()
+			if was && !now {
+				d.jail.ReleaseHeld()
+			}
+			was = now
+		}
+	}
 }

@@ -84,7 +84,8 @@ type Options struct {
 	// cannot say which addresses are offices) a crossing decided by a
 	// credential-class offense (auth_failure, unknown_user, auth_challenge)
 	// is held as before the first sync; other rules still ban. Held
-	// crossings are decided at the first sweep after it returns false.
+	// crossings are decided by ReleaseHeld, or at the first sweep after it
+	// returns false.
 	HoldCredentials func() bool
 	// StateExtra is saved in the same state file (the whitelist's live
 	// registrations, so that a restart protects at once). MarshalState

@@ -318,6 +318,15 @@ func (j *Jail) credHold(ri int) bool {
 	return j.opt.HoldCredentials != nil && credentialRule(ri) && j.opt.HoldCredentials()
 }
 
+// ReleaseHeld decides the held crossings now, once the first sync is done
+// (the registration source is back: Options.HoldCredentials turned false).
+// Run's sweep does it too.
+func (j *Jail) ReleaseHeld() {
+	if j.isSynced.Load() {
+		j.releaseHeld()
+	}
+}
+
 func (j *Jail) markSynced() {
 	j.syncOnce.Do(func() {
 		j.isSynced.Store(true)

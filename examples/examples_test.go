@@ -65,6 +65,7 @@ var knownMetrics = map[string]bool{
 	"sipwarden_protect_failing_users":        true,
 	"sipwarden_protect_quarantined_mappings": true,
 	"sipwarden_protect_throttled_addresses":  true,
+	"sipwarden_protect_targeted_users":       true, // SipwardenDistributedGuessing
 }
 
 // tool returns the path of a required binary or fails the test.

@@ -14,6 +14,9 @@ type Protect interface {
 	Offices() []protect.Office
 	// State is "quarantined", "throttled" or "" for ip.
 	State(netip.Addr) string
+	// Targeted lists the users failing from several addresses
+	// (distributed guessing).
+	Targeted() []protect.Target
 }
 
 // protected serves GET /v1/protected: per protected address with
@@ -23,12 +26,19 @@ type Protect interface {
 // whitelist's registration details.
 func (s *Server) protected(w http.ResponseWriter, r *http.Request) {
 	if s.opt.Protect == nil {
-		writeJSON(w, http.StatusOK, map[string]any{"protected": []protect.Office{}, "enabled": false})
+		writeJSON(w, http.StatusOK, map[string]any{"protected": []protect.Office{}, "targets": []protect.Target{}, "enabled": false})
 		return
 	}
 	offs := s.opt.Protect.Offices()
+	targets := s.opt.Protect.Targeted()
+	if targets == nil {
+		targets = []protect.Target{}
+	}
 	redact := s.redact(r)
 	if redact {
+		for i := range targets {
+			targets[i].User, targets[i].Sample = "", nil
+		}
 		for i := range offs {
 			offs[i].Accounts = nil
 			for j := range offs[i].Failing {
@@ -39,7 +49,7 @@ func (s *Server) protected(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"protected": offs, "enabled": true, "redacted": redact})
+	writeJSON(w, http.StatusOK, map[string]any{"protected": offs, "targets": targets, "enabled": true, "redacted": redact})
 }
 
 // withProtection turns the state of protected offenders into the rung of

@@ -20,6 +20,9 @@ type Protect struct {
 	MaxUsers           int           `yaml:"max_users"`
 	MaxFailuresPerHour int           `yaml:"max_failures_per_hour"`
 	MaxAddresses       int           `yaml:"max_addresses"`
+	// DistributedAddresses: distinct addresses failing against one user
+	// (extension) within Window raise distributed guessing.
+	DistributedAddresses int `yaml:"distributed_addresses"`
 	// Kernel sets (ipset backend): hash:ip,port for quarantined mappings,
 	// hash:ip for throttled addresses, per family.
 	QuarantineV4 string `yaml:"quarantine_v4"`
@@ -34,17 +37,18 @@ type Protect struct {
 
 func defaultProtect() Protect {
 	return Protect{
-		Window:             protect.DefaultWindow,
-		MaxPorts:           protect.DefaultMaxPorts,
-		MaxUsers:           protect.DefaultMaxUsers,
-		MaxFailuresPerHour: protect.DefaultMaxPerHour,
-		MaxAddresses:       protect.DefaultMaxAddresses,
-		QuarantineV4:       ipset.DefaultQuarantineV4,
-		QuarantineV6:       ipset.DefaultQuarantineV6,
-		ThrottleV4:         ipset.DefaultThrottleV4,
-		ThrottleV6:         ipset.DefaultThrottleV6,
-		ThrottleRate:       ipset.DefaultThrottleRate,
-		ThrottleBurst:      ipset.DefaultThrottleBurst,
+		Window:               protect.DefaultWindow,
+		MaxPorts:             protect.DefaultMaxPorts,
+		MaxUsers:             protect.DefaultMaxUsers,
+		MaxFailuresPerHour:   protect.DefaultMaxPerHour,
+		MaxAddresses:         protect.DefaultMaxAddresses,
+		DistributedAddresses: protect.DefaultDistributedAddresses,
+		QuarantineV4:         ipset.DefaultQuarantineV4,
+		QuarantineV6:         ipset.DefaultQuarantineV6,
+		ThrottleV4:           ipset.DefaultThrottleV4,
+		ThrottleV6:           ipset.DefaultThrottleV6,
+		ThrottleRate:         ipset.DefaultThrottleRate,
+		ThrottleBurst:        ipset.DefaultThrottleBurst,
 	}
 }
 
@@ -57,7 +61,7 @@ func (c *Config) validateProtect(bad func(path, format string, args ...any)) {
 		path string
 		v    int
 	}{{"protect.max_ports", p.MaxPorts}, {"protect.max_users", p.MaxUsers}, {"protect.max_failures_per_hour", p.MaxFailuresPerHour},
-		{"protect.max_addresses", p.MaxAddresses}, {"protect.throttle_rate", p.ThrottleRate}, {"protect.throttle_burst", p.ThrottleBurst}} {
+		{"protect.max_addresses", p.MaxAddresses}, {"protect.distributed_addresses", p.DistributedAddresses}, {"protect.throttle_rate", p.ThrottleRate}, {"protect.throttle_burst", p.ThrottleBurst}} {
 		if f.v < 1 {
 			bad(f.path, "must be >= 1, got %d", f.v)
 		}
@@ -80,5 +84,5 @@ func (c *Config) validateProtect(bad func(path, format string, args ...any)) {
 // caller adds the backend, accounts, logger, registry and clock).
 func ProtectOptions(c Config) protect.Options {
 	return protect.Options{Window: c.Protect.Window, MaxPorts: c.Protect.MaxPorts, MaxUsers: c.Protect.MaxUsers,
-		MaxPerHour: c.Protect.MaxFailuresPerHour, MaxAddresses: c.Protect.MaxAddresses}
+		MaxPerHour: c.Protect.MaxFailuresPerHour, MaxAddresses: c.Protect.MaxAddresses, DistributedAddresses: c.Protect.DistributedAddresses}
 }

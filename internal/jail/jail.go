@@ -95,6 +95,10 @@ type Options struct {
 	// the decision refuses because a live registration protects it
 	// (internal/protect's graduated response), with the policy in force.
 	Protect Protector
+	// Targets, when set, is handed every credential failure (auth_failure,
+	// unknown_user) naming a user, of any address, before scoring: it
+	// counts distinct failing addresses per user (distributed guessing).
+	Targets interface{ Failure(offense.Offense) }
 }
 
 // Protector receives the offenses of protected addresses. Protected must

@@ -100,6 +100,10 @@ func (j *Jail) Offend(o offense.Offense) {
 		j.m.invalid.Inc()
 		return
 	}
+	if j.opt.Targets != nil && o.User != "" && (o.Rule == offense.AuthFailure || o.Rule == offense.UnknownUser) {
+		o.IP = ip
+		j.opt.Targets.Failure(o)
+	}
 	pol := j.policy.Load()
 	if pol.weights[ri] == 0 {
 		// A disabled rule (weight 0): counted in the metrics, not tracked

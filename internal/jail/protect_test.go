@@ -52,3 +52,32 @@ func TestProtectorGetsRegisteredOffenses(t *testing.T) {
 		t.Error("stranger not banned")
 	}
 }
+
+type targetsRec struct {
+	mu  sync.Mutex
+	got []offense.Offense
+}
+
+func (r *targetsRec) Failure(o offense.Offense) { r.mu.Lock(); r.got = append(r.got, o); r.mu.Unlock() }
+
+// Targets gets every credential failure naming a user, of any address
+// (protected, stranger, banned), unmapped; never other rules.
+func TestTargetsGetCredentialFailures(t *testing.T) {
+	rec := &targetsRec{}
+	e := newEnv(t, Options{Allowlist: allow{netip.MustParseAddr("203.0.113.10"): "registered"}, Targets: rec})
+	for i := range 7 {
+		e.offend("203.0.113.10", offense.AuthFailure, time.Duration(i)*time.Second)
+		e.offend("198.51.100.1", offense.UnknownUser, time.Duration(i)*time.Second)
+		e.offend("198.51.100.2", offense.ScannerUserAgent, time.Duration(i)*time.Second)
+	}
+	e.j.Offend(offense.Offense{IP: netip.MustParseAddr("::ffff:198.51.100.3"), Rule: offense.AuthFailure, User: "1009", Time: t0})
+	e.j.Offend(offense.Offense{IP: netip.MustParseAddr("198.51.100.4"), Rule: offense.AuthFailure, Time: t0}) // no user
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.got) != 15 {
+		t.Fatalf("targets got %d failures, want 15", len(rec.got))
+	}
+	if last := rec.got[14]; last.IP != netip.MustParseAddr("198.51.100.3") || last.User != "1009" {
+		t.Errorf("last %+v", last)
+	}
+}

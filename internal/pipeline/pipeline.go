@@ -111,6 +111,7 @@ func New(cfg config.Config, parts Parts) (*Pipeline, error) {
 	}
 	if pl.guard != nil {
 		opt.Protect = protector{pl.guard}
+		opt.Targets = pl.guard
 	}
 	if parts.Offline {
 		opt.StateFile = ""

@@ -157,7 +157,10 @@ type Options struct {
 	// MaxAddresses bounds the addresses tracked; beyond it the one idle
 	// longest without a quarantine or throttle in force is forgotten.
 	MaxAddresses int
-	Firewall     Firewall // nil: NewDryRun()
+	// DistributedAddresses: distinct addresses failing against one user
+	// within Window that raise distributed guessing (DefaultDistributedAddresses).
+	DistributedAddresses int
+	Firewall             Firewall // nil: NewDryRun()
 	// Accounts names the accounts registered at an address (the
 	// whitelist's registrations), for logs and the API. May be nil.
 	Accounts   func(netip.Addr) []string
@@ -260,11 +263,12 @@ type op struct {
 
 // Guard applies the ladder. Safe for concurrent use.
 type Guard struct {
-	opt   Options
-	log   *slog.Logger
-	now   func() time.Time
-	m     *metrics
-	queue chan op
+	opt     Options
+	log     *slog.Logger
+	now     func() time.Time
+	m       *metrics
+	targets *targets
+	queue   chan op
 
 	mu      sync.Mutex
 	offices map[netip.Addr]*office
@@ -278,6 +282,7 @@ func New(o Options) (*Guard, error) {
 	setDefault(&o.MaxPerHour, DefaultMaxPerHour)
 	setDefault(&o.MaxAddresses, DefaultMaxAddresses)
 	setDefault(&o.QueueSize, DefaultQueueSize)
+	setDefault(&o.DistributedAddresses, DefaultDistributedAddresses)
 	if o.Window < time.Second || o.MaxPorts < 1 || o.MaxUsers < 1 || o.MaxPerHour < 1 || o.MaxAddresses < 1 {
 		return nil, fmt.Errorf("protect: window >= 1s and max_ports, max_users, max_failures_per_hour, max_addresses >= 1")
 	}
@@ -296,6 +301,7 @@ func New(o Options) (*Guard, error) {
 	g := &Guard{opt: o, log: o.Logger.With("component", "protect"), now: o.Now,
 		queue: make(chan op, o.QueueSize), offices: make(map[netip.Addr]*office)}
 	g.m = newMetrics(o.Registerer, g)
+	g.targets = newTargets(o.DistributedAddresses, DefaultMaxTargets, o.Window, g.log, o.Now, o.Registerer)
 	return g, nil
 }
 

@@ -55,3 +55,34 @@ func TestProtectedEndpoints(t *testing.T) {
 		t.Fatalf("check %v", body)
 	}
 }
+
+// GET /v1/protected lists the extensions under distributed guessing
+// ("targets"); without the token off loopback the extension and the sample
+// addresses are withheld.
+func TestProtectedTargets(t *testing.T) {
+	g, err := protect.New(protect.Options{Registerer: prometheus.NewRegistry(), DistributedAddresses: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, testToken, func(o *Options) { o.Protect = g })
+	for i := range 3 {
+		g.Failure(offense.Offense{IP: netip.AddrFrom4([4]byte{198, 51, 100, byte(1 + i)}), Rule: offense.AuthFailure, User: "1009", Time: time.Now()})
+	}
+	code, body := f.do(t, call{method: "GET", path: "/v1/protected"})
+	targets, _ := body["targets"].([]any)
+	if code != 200 || len(targets) != 1 {
+		t.Fatalf("GET /v1/protected: %d %v", code, body)
+	}
+	tg := targets[0].(map[string]any)
+	if tg["user"] != "1009" || tg["addresses"] != float64(3) || tg["targeted"] != true || len(tg["sample"].([]any)) != 3 {
+		t.Fatalf("target %v", tg)
+	}
+	_, body = f.do(t, call{method: "GET", path: "/v1/protected", token: "-", remote: "198.51.100.50:5555"})
+	targets, _ = body["targets"].([]any)
+	if body["redacted"] != true || len(targets) != 1 {
+		t.Fatalf("unauthenticated: %v", body)
+	}
+	if tg := targets[0].(map[string]any); tg["user"] != "" || tg["sample"] != nil || tg["targeted"] != true {
+		t.Fatalf("unauthenticated target %v: the extension must be withheld", tg)
+	}
+}

@@ -129,7 +129,10 @@ api:
 	if slow < n {
 		t.Fatalf("%.0f of %.0f bans took over 250 ms while /v1/offenders was paged (the jail stalled)", n-slow, n)
 	}
-	if want := min(0.99, baseFast/baseN-0.02); fast/n < want {
+	// 100 bans a round: at ~98% within 5 ms, two rounds differ by about 2
+	// bans (one standard deviation) from noise alone, so the margin is 5
+	// points; the stall itself (0.9 s before the fix) is the 250 ms check.
+	if want := min(0.99, baseFast/baseN-0.05); fast/n < want {
 		t.Fatalf("%.0f of %.0f bans within 5 ms while /v1/offenders was paged, want >= %.0f%% (alone: %.0f of %.0f)", fast, n, want*100, baseFast, baseN)
 	}
 }

@@ -150,6 +150,12 @@ type Jail struct {
 
 	errLogMu   sync.Mutex
 	errLogLast map[string]time.Time
+
+	// pages is the sorted key list a paging pass through Offenders reads,
+	// built at the pass's first page and reused for pagesFresh: a page
+	// then costs O(limit), not a walk of every shard.
+	pagesMu sync.Mutex
+	pages   pageIndex
 }
 
 type offender struct {

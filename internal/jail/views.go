@@ -107,57 +107,60 @@ func prefixLess(a, b netip.Prefix) bool {
 	return a.Bits() < b.Bits()
 }
 
-// maxPrefixes is a max-heap keeping the smallest prefixes seen.
-type maxPrefixes []netip.Prefix
+// pagesFresh is how long a paging pass reuses its sorted key list:
+// entries created meanwhile show up in the next pass, entries gone meanwhile
+// are left out of their page.
+const pagesFresh = 5 * time.Second
 
-func (h maxPrefixes) Len() int           { return len(h) }
-func (h maxPrefixes) Less(a, b int) bool { return prefixLess(h[b], h[a]) }
-func (h maxPrefixes) Swap(a, b int)      { h[a], h[b] = h[b], h[a] }
-func (h *maxPrefixes) Push(x any)        { *h = append(*h, x.(netip.Prefix)) }
-func (h *maxPrefixes) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
+type pageIndex struct {
+	built time.Time // wall clock of the build (the reader's, not the offenses')
+	keys  []netip.Prefix
+}
+
+// pageKeys returns the sorted keys of every entry: the cached list when a
+// pass is under way (after valid) and it is fresh, a new one otherwise.
+// Building copies each shard's keys under its lock, one shard at a time,
+// and sorts outside every lock.
+func (j *Jail) pageKeys(after netip.Addr) []netip.Prefix {
+	j.pagesMu.Lock()
+	defer j.pagesMu.Unlock()
+	if after.IsValid() && j.pages.keys != nil && time.Since(j.pages.built) < pagesFresh {
+		return j.pages.keys
+	}
+	keys := make([]netip.Prefix, 0, j.count.Load()+16)
+	for i := range j.shards {
+		sh := &j.shards[i]
+		sh.mu.Lock()
+		for k := range sh.offenders {
+			keys = append(keys, k)
+		}
+		sh.mu.Unlock()
+		runtime.Gosched() // a walk yields between shards: the ban path gets a P at once
+	}
+	sort.Slice(keys, func(a, b int) bool { return prefixLess(keys[a], keys[b]) })
+	j.pages = pageIndex{built: time.Now(), keys: keys}
+	return keys
 }
 
 // Offenders returns up to limit tracked entries whose address sorts after
 // after (the zero Addr: from the start), in address order, and next: the
 // address to pass as after for the following page, or the zero Addr at the
 // end. limit <= 0 takes DefaultOffendersLimit; it is capped at
-// MaxOffendersLimit. It holds one shard's lock at a time, for one walk of
-// that shard: a reader never stalls Offend for more than that.
+// MaxOffendersLimit. The first page of a pass sorts the keys (one shard's
+// lock at a time); the pass's later pages reuse that list for pagesFresh,
+// so a reader paging in a loop costs O(limit) a page and never stalls
+// Offend for more than one shard's copy.
 func (j *Jail) Offenders(limit int, after netip.Addr) (page []Offender, next netip.Addr) {
 	if limit <= 0 {
 		limit = DefaultOffendersLimit
 	}
 	limit = min(limit, MaxOffendersLimit)
-	// Pass 1: the limit+1 smallest keys after the cursor, shard by shard.
-	// Under the lock only the keys are copied; the selection runs after.
-	h := make(maxPrefixes, 0, limit+1)
-	var buf []netip.Prefix
-	for i := range j.shards {
-		sh := &j.shards[i]
-		buf = buf[:0]
-		sh.mu.Lock()
-		for k := range sh.offenders {
-			if !after.IsValid() || k.Addr().Compare(after) > 0 {
-				buf = append(buf, k)
-			}
-		}
-		sh.mu.Unlock()
-		runtime.Gosched() // a walk yields between shards: the ban path gets a P at once
-		for _, k := range buf {
-			if len(h) <= limit {
-				heap.Push(&h, k)
-			} else if prefixLess(k, h[0]) {
-				h[0] = k
-				heap.Fix(&h, 0)
-			}
-		}
+	all := j.pageKeys(after)
+	start := 0
+	if after.IsValid() {
+		start = sort.Search(len(all), func(i int) bool { return all[i].Addr().Compare(after) > 0 })
 	}
-	keys := []netip.Prefix(h)
-	sort.Slice(keys, func(a, b int) bool { return prefixLess(keys[a], keys[b]) })
+	keys := all[start:min(len(all), start+limit+1)]
 	if len(keys) > limit {
 		keys = keys[:limit]
 		next = keys[limit-1].Addr()
